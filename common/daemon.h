@@ -1,0 +1,24 @@
+/*
+ * NAME
+ *	daemon - process plumbing shared by kmsd and kmsmilter
+ * DESCRIPTION
+ *	Detaching, pid files, dropping root to the configured account.
+ * SECURITY
+ *	Privileges are dropped for good (setgroups, setgid, setuid; checked
+ *	by trying to regain root). A daemon started as root without a user
+ *	to switch to keeps running as root and says so in the log.
+ */
+#ifndef KMS_DAEMON_H
+#define KMS_DAEMON_H
+
+#include <glib.h>
+
+/* Switch to USER when running as root (USER may be NULL: no switch). */
+gboolean kms_daemon_drop_privileges(const char *user, GError **err);
+/* Fork into the background (stdio to /dev/null), keep the directory. */
+gboolean kms_daemon_detach(GError **err);
+/* Write our pid to PATH (0644), refusing when another live process holds it. */
+gboolean kms_daemon_write_pidfile(const char *path, GError **err);
+void kms_daemon_remove_pidfile(const char *path);
+
+#endif

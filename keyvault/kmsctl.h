@@ -1,0 +1,51 @@
+/*
+ * NAME
+ *	kmsctl - administrator command line: shared declarations
+ * DESCRIPTION
+ *	Each subcommand is a function taking the shared context and its own
+ *	argv (argv[0] is the subcommand name). Exit status: 0 success, 1 a
+ *	refused or failed operation (one line on stderr), 2 a usage error.
+ * SECURITY
+ *	Passwords come from files or the terminal, never from argv.
+ */
+#ifndef KMS_KMSCTL_H
+#define KMS_KMSCTL_H
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "common/config.h"
+#include "keyvault/vault.h"
+
+enum { KMSCTL_OK = 0, KMSCTL_FAIL = 1, KMSCTL_USAGE = 2 };
+
+typedef struct {
+	char *config_path;	/* -c, or the default */
+	KmsConfig *cfg;		/* loaded on demand by kmsctl_config() */
+} KmsCtl;
+
+typedef int (*KmsCtlCommand)(KmsCtl *ctl, int argc, char **argv);
+
+/* Parse argv with ENTRIES (plus -c); prints usage errors. Returns
+ * KMSCTL_OK or KMSCTL_USAGE; leaves positional arguments in argc/argv. */
+int kmsctl_parse(KmsCtl *ctl, int *argc, char ***argv, const GOptionEntry *entries,
+    const char *params, const char *summary);
+
+/* Load the configuration once; prints the error and returns NULL. */
+KmsConfig *kmsctl_config(KmsCtl *ctl);
+/* Connect to the administrator's DSN; prints the error and returns NULL. */
+KmsVault *kmsctl_connect(KmsCtl *ctl);
+/* Read the startup password from FILE or a prompt and unseal V. */
+gboolean kmsctl_unseal(KmsCtl *ctl, KmsVault *v, const char *password_file);
+
+/* Print "kmsctl: MESSAGE" on stderr and return KMSCTL_FAIL. */
+int kmsctl_fail(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+int kmsctl_fail_error(const GError *e);
+
+/* Print BUILDER's root as one JSON document on stdout. */
+void kmsctl_print_json(JsonBuilder *b);
+
+int kmsctl_cmd_status(KmsCtl *ctl, int argc, char **argv);
+int kmsctl_cmd_ca(KmsCtl *ctl, int argc, char **argv);
+
+#endif

@@ -1,0 +1,197 @@
+/*
+ * NAME
+ *	kmsd - the key management service worker
+ * SYNOPSIS
+ *	kmsd [-c FILE] [-f] [-n]
+ * DESCRIPTION
+ *	Reads the startup password ([kms] startup_password_file, else a
+ *	prompt on its terminal), unseals the vault and refuses to run with a
+ *	wrong password. Registers itself in the workers table and records a
+ *	heartbeat so kmsctl status can count live workers. Request processing
+ *	(enrollment, recovery, CRL) builds on this loop. SIGTERM or SIGINT:
+ *	deregister, wipe the vault key, exit 0.
+ * SECURITY
+ *	Holds the vault key in locked memory (secure heap), is not dumpable,
+ *	drops root to [kms] user before it connects.
+ * DIAGNOSTICS
+ *	syslog (stderr with -f). Exit 1 with one line when it cannot start.
+ */
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+
+#include "common/config.h"
+#include "common/daemon.h"
+#include "common/log.h"
+#include "common/secret.h"
+#include "keyvault/vault.h"
+
+typedef struct {
+	KmsConfig *cfg;
+	KmsVault *vault;
+	GMainLoop *loop;
+	char *worker_id;
+	int exit_code;
+} Kmsd;
+
+static gboolean
+on_stop(gpointer data)
+{
+	Kmsd *k = data;
+
+	kms_info("stopping on signal");
+	g_main_loop_quit(k->loop);
+	return G_SOURCE_REMOVE;
+}
+
+/* Record that this worker is alive; reconnect once if the link dropped. */
+static gboolean
+heartbeat(gpointer data)
+{
+	Kmsd *k = data;
+	KmsDbParams p = KMS_DB_PARAMS_INIT;
+	g_autoptr(GError) e = NULL;
+	PGconn *db = kms_vault_db(k->vault);
+
+	kms_db_param_text(&p, k->worker_id);
+	kms_db_param_text(&p, g_get_host_name());
+	kms_db_param_int(&p, getpid());
+	if (kms_db_exec(db,
+	    "INSERT INTO workers (id, host, pid) VALUES ($1, $2, $3)"
+	    " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()", &p, &e))
+		return G_SOURCE_CONTINUE;
+	kms_warn("heartbeat: %s", e->message);
+	if (g_error_matches(e, KMS_DB_ERROR, KMS_DB_ERROR_RETRY) || PQstatus(db) != CONNECTION_OK) {
+		PQreset(db);
+		if (PQstatus(db) == CONNECTION_OK)
+			kms_info("reconnected to the vault");
+	}
+	return G_SOURCE_CONTINUE;
+}
+
+static int
+run(Kmsd *k, const char *config_path, gboolean foreground)
+{
+	g_autoptr(GError) e = NULL;
+	g_autoptr(KmsSecret) pw = NULL;
+	const char *pidfile;
+	int version;
+
+	k->cfg = kms_config_load(config_path, &e);
+	if (k->cfg == NULL) {
+		fprintf(stderr, "kmsd: %s\n", e->message);
+		return 1;
+	}
+	kms_log_configure(kms_config_get(k->cfg, "log", "facility"),
+	    kms_config_get(k->cfg, "log", "level"));
+	pw = kms_password_read(kms_config_get(k->cfg, "kms", "startup_password_file"),
+	    "kmsd startup password: ", FALSE, &e);
+	if (pw == NULL) {
+		fprintf(stderr, "kmsd: %s\n", e->message);
+		return 1;
+	}
+	if (!kms_daemon_drop_privileges(kms_config_get(k->cfg, "kms", "user"), &e)) {
+		fprintf(stderr, "kmsd: %s\n", e->message);
+		return 1;
+	}
+	k->vault = kms_vault_connect(kms_config_dsn(k->cfg, "kms"), "kmsd", &e);
+	if (k->vault == NULL || !kms_vault_schema_version(k->vault, &version, &e) ||
+	    !kms_vault_unseal(k->vault, pw, &e)) {
+		fprintf(stderr, "kmsd: %s\n", e->message);
+		return 1;
+	}
+	pw = kms_secret_free(pw);
+	if (!foreground) {
+		if (!kms_daemon_detach(&e)) {
+			fprintf(stderr, "kmsd: %s\n", e->message);
+			return 1;
+		}
+		kms_log_init("kmsd", KMS_LOG_SYSLOG);
+		/* the forked child needs its own connection */
+		PQreset(kms_vault_db(k->vault));
+	}
+	pidfile = kms_config_get(k->cfg, "kms", "pid_file");
+	if (pidfile && !kms_daemon_write_pidfile(pidfile, &e)) {
+		kms_err("%s", e->message);
+		return 1;
+	}
+	k->worker_id = g_strdup_printf("%s:%ld:%08x", g_get_host_name(), (long)getpid(),
+	    g_random_int());
+	heartbeat(k);
+	kms_info("vault unsealed (schema version %d); worker %s ready", version, k->worker_id);
+
+	k->loop = g_main_loop_new(NULL, FALSE);
+	g_unix_signal_add(SIGTERM, on_stop, k);
+	g_unix_signal_add(SIGINT, on_stop, k);
+	g_timeout_add_seconds((guint)kms_config_get_int(k->cfg, "kms", "heartbeat"), heartbeat, k);
+	g_main_loop_run(k->loop);
+
+	{
+		KmsDbParams p = KMS_DB_PARAMS_INIT;
+
+		kms_db_param_text(&p, k->worker_id);
+		if (!kms_db_exec(kms_vault_db(k->vault), "DELETE FROM workers WHERE id = $1", &p, &e))
+			kms_warn("cannot deregister: %s", e->message);
+	}
+	kms_daemon_remove_pidfile(pidfile);
+	kms_info("stopped");
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	g_autofree char *config_path = NULL;
+	gboolean foreground = FALSE, check = FALSE, version = FALSE;
+	const GOptionEntry entries[] = {
+		{"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "configuration file", "FILE"},
+		{"foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground,
+		 "stay in the foreground and log to stderr", NULL},
+		{"check", 'n', 0, G_OPTION_ARG_NONE, &check,
+		 "check the configuration, print it and exit", NULL},
+		{"version", 0, 0, G_OPTION_ARG_NONE, &version, "print the version", NULL},
+		G_OPTION_ENTRY_NULL
+	};
+	g_autoptr(GOptionContext) oc = g_option_context_new("");
+	g_autoptr(GError) e = NULL;
+	Kmsd k = {0};
+	int rc;
+
+	kms_secmem_init();
+	g_option_context_set_summary(oc, "The kmsmilter key management service worker.");
+	g_option_context_add_main_entries(oc, entries, NULL);
+	if (!g_option_context_parse(oc, &argc, &argv, &e) || argc > 1) {
+		fprintf(stderr, "kmsd: %s\nTry 'kmsd --help'.\n", e ? e->message : "unexpected argument");
+		return 2;
+	}
+	if (version) {
+		printf("kmsd (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+		return 0;
+	}
+	if (config_path == NULL)
+		config_path = g_strdup(kms_config_default_path());
+	if (check) {
+		KmsConfig *cfg = kms_config_load(config_path, &e);
+
+		if (cfg == NULL) {
+			fprintf(stderr, "kmsd: %s\n", e->message);
+			return 1;
+		}
+		kms_config_dump(cfg, stdout);
+		kms_config_free(cfg);
+		return 0;
+	}
+	kms_log_init("kmsd", KMS_LOG_STDERR);
+	rc = run(&k, config_path, foreground);
+	if (k.loop)
+		g_main_loop_unref(k.loop);
+	kms_vault_close(k.vault);
+	kms_config_free(k.cfg);
+	g_free(k.worker_id);
+	return rc;
+}

@@ -1,0 +1,32 @@
+/*
+ * NAME
+ *	x509util - small helpers around OpenSSL X.509 objects
+ * DESCRIPTION
+ *	Fingerprints, names and times as text, DER/PEM conversions. Results
+ *	are newly allocated (g_free / OpenSSL free as documented per function).
+ * SECURITY
+ *	Public data only.
+ */
+#ifndef KMS_X509UTIL_H
+#define KMS_X509UTIL_H
+
+#include <glib.h>
+#include <openssl/x509.h>
+
+/* SHA-256 of the DER, lowercase hex without colons; g_free. */
+char *kms_x509_sha256_hex(X509 *cert);
+/* RFC 2253 form of a name ("CN=a,O=b"); g_free. */
+char *kms_x509_name_text(const X509_NAME *name);
+/* ISO 8601 UTC ("2026-11-22T02:39:43Z"); g_free. NULL on a bad time. */
+char *kms_asn1_time_iso8601(const ASN1_TIME *t);
+/* Serial number as lowercase hex; g_free. */
+char *kms_x509_serial_hex(X509 *cert);
+/* DER encoding; g_bytes_unref. */
+GBytes *kms_x509_to_der(X509 *cert);
+X509 *kms_x509_from_der(const void *der, gsize len);
+/* PEM text of CERT; g_free. */
+char *kms_x509_to_pem(X509 *cert);
+/* Every certificate in a PEM file; NULL with *err on error or when none. */
+STACK_OF(X509) *kms_x509_read_pem_file(const char *path, GError **err);
+
+#endif

@@ -1,0 +1,191 @@
+-- kmsmilter vault schema, migration 1.
+-- Applied by `kmsctl init` inside one transaction. Secret columns
+-- (sealed_*) hold AES-256-GCM blobs whose associated data names
+-- table, column, row id and vault-key version (keyvault/seal.h).
+
+CREATE TABLE schema_version (
+	version		integer PRIMARY KEY,
+	description	text NOT NULL,
+	applied_at	timestamptz NOT NULL DEFAULT now()
+);
+
+-- The vault key, wrapped under a key derived from the startup password.
+-- One row; `kmsctl passwd` rewrites only wrapped_key and the KDF columns.
+CREATE TABLE vault_seal (
+	id		integer PRIMARY KEY CHECK (id = 1),
+	key_version	integer NOT NULL,
+	kdf		text NOT NULL CHECK (kdf IN ('argon2id')),
+	kdf_salt	bytea NOT NULL,
+	kdf_t_cost	integer NOT NULL,
+	kdf_m_cost_kib	integer NOT NULL,
+	kdf_parallelism	integer NOT NULL,
+	wrapped_key	bytea NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	changed_at	timestamptz NOT NULL DEFAULT now()
+);
+
+-- Certification authority: the active internal CA (root or subordinate).
+CREATE TABLE ca (
+	id		bigserial PRIMARY KEY,
+	status		text NOT NULL CHECK (status IN ('active', 'pending', 'retired')),
+	key_type	text NOT NULL,
+	subject		text NOT NULL,
+	certificate	bytea,			-- DER, NULL while a CSR is pending
+	chain		bytea[] NOT NULL DEFAULT '{}',	-- DER issuers, nearest first
+	csr		bytea,			-- DER, for a subordinate CA
+	key_version	integer NOT NULL,
+	sealed_key	bytea NOT NULL,		-- PKCS#8 DER, sealed
+	crl_number	bigint NOT NULL DEFAULT 0,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX ca_one_active ON ca ((true)) WHERE status = 'active';
+
+CREATE TABLE users (
+	id		bigserial PRIMARY KEY,
+	address		text NOT NULL,
+	display_name	text,
+	status		text NOT NULL DEFAULT 'active'
+			CHECK (status IN ('active', 'disabled', 'exported')),
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX users_address ON users (lower(address));
+
+-- One-time tokens for enrollment and recovery; only a hash is stored.
+CREATE TABLE tokens (
+	id		bigserial PRIMARY KEY,
+	user_id		bigint NOT NULL REFERENCES users (id),
+	purpose		text NOT NULL CHECK (purpose IN ('enroll', 'recover')),
+	token_hash	bytea NOT NULL UNIQUE,
+	expires_at	timestamptz NOT NULL,
+	attempts	integer NOT NULL DEFAULT 0,
+	status		text NOT NULL DEFAULT 'pending'
+			CHECK (status IN ('pending', 'used', 'expired', 'locked', 'cancelled')),
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	used_at		timestamptz
+);
+CREATE INDEX tokens_user ON tokens (user_id, status);
+
+-- Certificates: issued by the internal CA and harvested from signed mail.
+CREATE TABLE certificates (
+	id		bigserial PRIMARY KEY,
+	source		text NOT NULL CHECK (source IN ('issued', 'harvested')),
+	usage		text CHECK (usage IN ('encryption', 'signing', 'both')),
+	status		text NOT NULL,	-- issued: valid|revoked; harvested: trusted|untrusted-chain|expired
+	sha256		text NOT NULL UNIQUE CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+	serial		text NOT NULL,
+	subject		text NOT NULL,
+	issuer		text NOT NULL,
+	not_before	timestamptz NOT NULL,
+	not_after	timestamptz NOT NULL,
+	der		bytea NOT NULL,
+	user_id		bigint REFERENCES users (id),
+	first_seen	timestamptz NOT NULL DEFAULT now(),
+	last_seen	timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX certificates_issuer_serial ON certificates (issuer, serial);
+
+CREATE TABLE certificate_addresses (
+	certificate_id	bigint NOT NULL REFERENCES certificates (id) ON DELETE CASCADE,
+	address		text NOT NULL,
+	PRIMARY KEY (certificate_id, address)
+);
+CREATE INDEX certificate_addresses_address ON certificate_addresses (lower(address));
+
+-- SMIMECapabilities announced in signed mail, with history by signing time.
+CREATE TABLE capabilities (
+	id		bigserial PRIMARY KEY,
+	certificate_id	bigint NOT NULL REFERENCES certificates (id) ON DELETE CASCADE,
+	address		text NOT NULL,
+	signing_time	timestamptz NOT NULL,
+	algorithms	text[] NOT NULL,	-- in the signer's order
+	key_preference	bigint REFERENCES certificates (id),
+	seen_at		timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX capabilities_address_time ON capabilities (lower(address), signing_time DESC);
+
+-- Escrowed private encryption keys (never signing keys). History is kept.
+CREATE TABLE escrowed_keys (
+	id		bigserial PRIMARY KEY,
+	user_id		bigint NOT NULL REFERENCES users (id),
+	certificate_id	bigint REFERENCES certificates (id),
+	key_type	text NOT NULL,
+	key_version	integer NOT NULL,
+	sealed_key	bytea NOT NULL,		-- PKCS#8 DER, sealed
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX escrowed_keys_user ON escrowed_keys (user_id);
+
+CREATE TABLE revocations (
+	certificate_id	bigint PRIMARY KEY REFERENCES certificates (id),
+	reason		text NOT NULL DEFAULT 'unspecified',
+	revoked_at	timestamptz NOT NULL DEFAULT now(),
+	revoked_by	text
+);
+
+-- Certificate trust list: external roots accepted for harvested chains.
+CREATE TABLE trust_list (
+	id		bigserial PRIMARY KEY,
+	sha256		text NOT NULL UNIQUE CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+	subject		text NOT NULL,
+	der		bytea NOT NULL,
+	added_at	timestamptz NOT NULL DEFAULT now(),
+	added_by	text
+);
+
+-- Encryption policy overrides: scope 'domain' or 'user' with its name.
+CREATE TABLE policy (
+	scope		text NOT NULL CHECK (scope IN ('domain', 'user')),
+	name		text NOT NULL,
+	key		text NOT NULL,
+	value		text NOT NULL,
+	changed_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (scope, name, key)
+);
+
+-- Work for kmsd: enrollments, recoveries, CRL refresh, exports.
+CREATE TABLE requests (
+	id		bigserial PRIMARY KEY,
+	kind		text NOT NULL,
+	status		text NOT NULL DEFAULT 'queued'
+			CHECK (status IN ('queued', 'awaiting-approval', 'running',
+			    'done', 'failed', 'expired', 'rejected')),
+	user_id		bigint REFERENCES users (id),
+	payload		jsonb NOT NULL DEFAULT '{}',
+	attempts	integer NOT NULL DEFAULT 0,
+	last_error	text,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	expires_at	timestamptz NOT NULL,
+	finished_at	timestamptz
+);
+CREATE INDEX requests_queued ON requests (created_at) WHERE status = 'queued';
+
+CREATE TABLE admins (
+	id		bigserial PRIMARY KEY,
+	name		text NOT NULL UNIQUE,
+	public_key	bytea NOT NULL,
+	sealed_private	bytea NOT NULL,
+	mac		bytea NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE audit (
+	id		bigserial PRIMARY KEY,
+	at		timestamptz NOT NULL DEFAULT now(),
+	actor		text NOT NULL,
+	action		text NOT NULL,
+	detail		jsonb NOT NULL DEFAULT '{}',
+	prev_hash	bytea,
+	hash		bytea,
+	mac		bytea
+);
+
+-- Running kmsd processes; a row whose heartbeat is recent counts as live.
+CREATE TABLE workers (
+	id		text PRIMARY KEY,
+	host		text NOT NULL,
+	pid		integer NOT NULL,
+	started_at	timestamptz NOT NULL DEFAULT now(),
+	heartbeat_at	timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO schema_version (version, description) VALUES (1, 'initial schema');
