@@ -27,10 +27,67 @@
 #include "common/daemon.h"
 #include "common/log.h"
 
+/* Until the message jobs exist every stage simply lets the mail go on. */
+static sfsistat
+kms_continue_connect(SMFICTX *ctx, char *host, struct sockaddr *addr)
+{
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+kms_continue_envfrom(SMFICTX *ctx, char **argv)
+{
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+kms_continue_envrcpt(SMFICTX *ctx, char **argv)
+{
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+kms_continue_header(SMFICTX *ctx, char *name, char *value)
+{
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+kms_continue_eoh(SMFICTX *ctx)
+{
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+kms_continue_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+{
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+kms_accept_eom(SMFICTX *ctx)
+{
+	return SMFIS_ACCEPT;
+}
+
+static sfsistat
+kms_close(SMFICTX *ctx)
+{
+	return SMFIS_CONTINUE;
+}
+
 static struct smfiDesc kms_filter = {
 	.xxfi_name = "kmsmilter",
 	.xxfi_version = SMFI_VERSION,
 	.xxfi_flags = 0,
+	.xxfi_connect = kms_continue_connect,
+	.xxfi_envfrom = kms_continue_envfrom,
+	.xxfi_envrcpt = kms_continue_envrcpt,
+	.xxfi_header = kms_continue_header,
+	.xxfi_eoh = kms_continue_eoh,
+	.xxfi_body = kms_continue_body,
+	.xxfi_eom = kms_accept_eom,
+	.xxfi_close = kms_close,
 };
 
 int

@@ -323,7 +323,8 @@ add_conf_ext(X509 *cert, X509_REQ *req, STACK_OF(X509_EXTENSION) **sk,
 static gboolean
 add_obj_ext(X509 *cert, int nid, void *value, int crit, GError **err)
 {
-	if (X509_add1_ext_i2d(cert, nid, value, crit, X509V3_ADD_DEFAULT) != 1) {
+	if (X509_add1_ext_i2d(cert, nid, value, crit,
+	    X509V3_ADD_DEFAULT) != 1) {
 		ossl_error(err, KMS_CA_ERROR_FAILED, OBJ_nid2sn(nid));
 		return FALSE;
 	}
@@ -600,7 +601,7 @@ kms_ca_check_chain(EVP_PKEY *key, X509 *ca_cert, STACK_OF(X509) *chain,
 
 	if (key == NULL || ca_cert == NULL || cert_days < 0) {
 		g_set_error(err, KMS_CA_ERROR, KMS_CA_ERROR_INVALID,
-		    "chain check: missing key or certificate, or negative days");
+		    "chain check: missing key or certificate, or days < 0");
 		return FALSE;
 	}
 	if (EVP_PKEY_eq(X509_get0_pubkey(ca_cert), key) != 1)
