@@ -17,7 +17,15 @@ sock=$pgdir/sock
 
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 pgbin() { for d in /usr/lib/postgresql/*/bin; do [ -x "$d/initdb" ] && b=$d; done; echo "$b"; }
-stop_pid() { [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null; rm -f "$1"; }
+# stop_pid FILE: stop the daemon named in FILE and wait until it is gone.
+stop_pid() {
+	[ -f "$1" ] || return 0
+	p=$(cat "$1")
+	if kill "$p" 2>/dev/null; then
+		n=0; while kill -0 "$p" 2>/dev/null && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+	fi
+	rm -f "$1"
+}
 
 if [ "${1:-}" = stop ]; then
 	stop_pid "$state/kmsmilter.pid"; stop_pid "$state/kmsd.pid"
@@ -83,7 +91,6 @@ fi
 
 echo "== starting kmsd and kmsmilter (logs in $state/*.log)"
 stop_pid "$state/kmsmilter.pid"; stop_pid "$state/kmsd.pid"
-sleep 0.5
 nohup "$build/keyvault/kmsd" -c "$conf" -f >>"$state/kmsd.log" 2>&1 &
 nohup "$build/milter/kmsmilter" -c "$conf" -f >>"$state/kmsmilter.log" 2>&1 &
 n=0

@@ -160,9 +160,10 @@ main(int argc, char **argv)
 	g_autoptr(GOptionContext) oc = g_option_context_new("");
 	g_autoptr(GError) e = NULL;
 	Kmsd k = {0};
+	gboolean locked;
 	int rc;
 
-	kms_secmem_init();
+	locked = kms_secmem_init();
 	g_option_context_set_summary(oc, "The kmsmilter key management service worker.");
 	g_option_context_add_main_entries(oc, entries, NULL);
 	if (!g_option_context_parse(oc, &argc, &argv, &e) || argc > 1) {
@@ -187,6 +188,9 @@ main(int argc, char **argv)
 		return 0;
 	}
 	kms_log_init("kmsd", KMS_LOG_STDERR);
+	if (!locked)
+		kms_warn("cannot lock memory for secrets (RLIMIT_MEMLOCK?): keys stay out of core"
+		    " dumps and are wiped, but may be swapped");
 	rc = run(&k, config_path, foreground);
 	if (k.loop)
 		g_main_loop_unref(k.loop);

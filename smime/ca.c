@@ -118,9 +118,9 @@ kms_key_generate(KmsKeyType t, GError **err)
 }
 
 /*
- * Split DN at unescaped SEP into newly allocated, unescaped and trimmed
- * components (a GPtrArray owning its strings). A backslash quotes the
- * next character. NULL with *err on a dangling backslash.
+ * Split DN at unescaped SEP into newly allocated, trimmed components that
+ * keep their escapes (a GPtrArray owning its strings). A backslash quotes
+ * the next character. NULL with *err on a dangling backslash.
  */
 static GPtrArray *
 name_split(const char *dn, char sep, GError **err)
@@ -155,18 +155,20 @@ name_split(const char *dn, char sep, GError **err)
 	return parts;
 }
 
-/* Remove backslash escapes from S in place. */
-static void
+/* Remove backslash escapes from S in place; FALSE if one quotes nothing
+ * (an escaped trailing space that trimming took away). */
+static gboolean
 name_unescape(char *s)
 {
 	char *w = s;
 
 	for (; *s; s++) {
-		if (*s == '\\' && s[1])
-			s++;
+		if (*s == '\\' && *++s == '\0')
+			return FALSE;
 		*w++ = *s;
 	}
 	*w = '\0';
+	return TRUE;
 }
 
 /* NID of the attribute type TYPE if kms_name_parse accepts it. */
@@ -208,15 +210,14 @@ name_add(X509_NAME *name, const char *dn, char *part, GError **err)
 		return FALSE;
 	}
 	eq = g_strstrip(eq + 1);
-	name_unescape(eq);
+	if (!name_unescape(eq)) {
+		g_set_error(err, KMS_CA_ERROR, KMS_CA_ERROR_INVALID,
+		    "\"%s\": value of %s ends in a backslash", dn, part);
+		return FALSE;
+	}
 	if (*eq == '\0') {
 		g_set_error(err, KMS_CA_ERROR, KMS_CA_ERROR_INVALID,
 		    "\"%s\": empty value for %s", dn, part);
-		return FALSE;
-	}
-	if (!g_utf8_validate(eq, -1, NULL)) {
-		g_set_error(err, KMS_CA_ERROR, KMS_CA_ERROR_INVALID,
-		    "\"%s\": value of %s is not UTF-8", dn, part);
 		return FALSE;
 	}
 	if (!X509_NAME_add_entry_by_NID(name, nid, MBSTRING_UTF8,
@@ -244,6 +245,11 @@ kms_name_parse(const char *dn, GError **err)
 	if (dn == NULL || *(dn += strspn(dn, " \t")) == '\0') {
 		g_set_error(err, KMS_CA_ERROR, KMS_CA_ERROR_INVALID,
 		    "empty distinguished name");
+		return NULL;
+	}
+	if (!g_utf8_validate(dn, -1, NULL)) {
+		g_set_error(err, KMS_CA_ERROR, KMS_CA_ERROR_INVALID,
+		    "distinguished name is not UTF-8");
 		return NULL;
 	}
 	slash = (*dn == '/');
@@ -554,11 +560,10 @@ check_link(X509 *cert, int link, gboolean root, int cert_days,
 		    "key usage does not allow cRLSign");
 	if (pub == NULL)
 		return chain_fail(err, link, cert, "unusable public key");
-	if (EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA &&
-	    EVP_PKEY_get_bits(pub) < 2048)
+	if (EVP_PKEY_get_security_bits(pub) < 112)	/* RSA < 2048, EC < 224 */
 		return chain_fail(err, link, cert,
-		    "RSA key of %d bits is too weak (2048 needed)",
-		    EVP_PKEY_get_bits(pub));
+		    "%s key of %d bits is too weak (112-bit security needed)",
+		    EVP_PKEY_get0_type_name(pub), EVP_PKEY_get_bits(pub));
 	/* A root's self-signature is not what makes it trusted. */
 	if (!root && (!X509_get_signature_info(cert, NULL, NULL, &secbits,
 	    NULL) || secbits < 112))
@@ -650,7 +655,7 @@ kms_ca_check_chain(EVP_PKEY *key, X509 *ca_cert, STACK_OF(X509) *chain,
 			    sub);
 		}
 	}
-	g_assert_not_reached();
+	return FALSE;	/* not reached: the last link always returns */
 }
 
 /* Check the caller's issue parameters; *err says which one is wrong. */
@@ -661,6 +666,11 @@ check_params(const KmsIssueParams *p, const char *cn, EVP_PKEY *pubkey,
 	const char *at;
 	int type = pubkey ? EVP_PKEY_get_base_id(pubkey) : EVP_PKEY_NONE;
 
+	if (p->address && !g_utf8_validate(p->address, -1, NULL)) {
+		g_set_error(err, KMS_CA_ERROR, KMS_CA_ERROR_INVALID,
+		    "mail address is not UTF-8");
+		return FALSE;
+	}
 	if (p->address == NULL || (at = strchr(p->address, '@')) == NULL ||
 	    at == p->address || at[1] == '\0' || strchr(at + 1, '@')) {
 		g_set_error(err, KMS_CA_ERROR, KMS_CA_ERROR_INVALID,

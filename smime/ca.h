@@ -42,7 +42,13 @@ const char *kms_key_type_name(KmsKeyType t);
 /* New key pair; caller frees with EVP_PKEY_free. */
 EVP_PKEY *kms_key_generate(KmsKeyType t, GError **err);
 
-/* Parse "CN=x, O=y" or "/CN=x/O=y" into a new X509_NAME (caller frees). */
+/* Parse "CN=x, O=y" or "/CN=x/O=y" into a new X509_NAME (caller frees).
+ * The comma form is RFC 4514 text (most specific first, so it round-trips
+ * through kms_x509_name_text); the slash form is OpenSSL's -subj order:
+ * "CN=x, O=y" and "/O=y/CN=x" are the same name. Whitespace around types
+ * and values is trimmed; a backslash escapes the next character. Known
+ * attribute types only (CN O OU C L ST street postalCode DC serialNumber
+ * title GN SN pseudonym UID emailAddress organizationIdentifier). */
 X509_NAME *kms_name_parse(const char *dn, GError **err);
 
 /* Self-signed root CA certificate for KEY with SUBJECT, valid DAYS from now
@@ -64,6 +70,10 @@ X509_REQ *kms_ca_make_csr(EVP_PKEY *key, const char *subject, GError **err);
  * the next one's key; the last is self-signed; every certificate is valid
  * now and at least CERT_DAYS days into the future. On failure the message
  * names the link ("link 2 (CN=...): issuer CN=a does not match ...").
+ * Also refused: keys or signatures under 112-bit security (RSA < 2048,
+ * SHA-1; a root's self-signature is not judged), pathLenConstraint
+ * violations, a CA_CERT without cRLSign (it signs our CRLs), certificates
+ * after the self-signed root. Link 1 is CA_CERT, link 2 the first of CHAIN.
  */
 gboolean kms_ca_check_chain(EVP_PKEY *key, X509 *ca_cert, STACK_OF(X509) *chain,
     int cert_days, GError **err);
@@ -83,7 +93,12 @@ typedef struct {
 
 /* Issue an S/MIME certificate for PUBKEY signed by CA_KEY/CA_CERT: EKU
  * emailProtection, SAN rfc822Name, AKI/SKI, CDP when crl_url, serial of
- * 127 random bits (positive, >= 64 bits as required). Caller frees. */
+ * 127 random bits (positive, >= 64 bits as required). Caller frees.
+ * KMS_CA_ERROR_INVALID when the address is not ASCII local@domain, the
+ * CN is longer than 64 characters, PUBKEY is neither RSA nor EC, CA_KEY
+ * does not match CA_CERT, or CA_CERT has expired. Note: OpenSSL 3.0's
+ * "smimeencrypt" purpose check wants keyEncipherment, so it refuses EC
+ * encryption certificates (keyAgreement) although CMS uses them fine. */
 X509 *kms_ca_issue(X509 *ca_cert, EVP_PKEY *ca_key, EVP_PKEY *pubkey,
     const KmsIssueParams *p, GError **err);
 

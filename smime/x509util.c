@@ -181,6 +181,7 @@ kms_x509_read_pem_file(const char *path, GError **err)
 {
 	g_autoptr(GError) ferr = NULL;
 	g_autofree char *data = NULL;
+	g_autofree char *name = NULL;
 	STACK_OF(X509) *certs;
 	gsize len;
 	X509 *cert;
@@ -192,12 +193,13 @@ kms_x509_read_pem_file(const char *path, GError **err)
 		    ferr->message);
 		return NULL;
 	}
+	name = g_filename_display_name(path);
 	if (len > INT_MAX || (b = BIO_new_mem_buf(data, (int) len)) == NULL ||
 	    (certs = sk_X509_new_null()) == NULL) {
 		BIO_free(b);
 		ERR_clear_error();
 		g_set_error(err, KMS_CA_ERROR, KMS_CA_ERROR_INVALID,
-		    "%s: cannot read", path);
+		    "%s: cannot read", name);
 		return NULL;
 	}
 	while ((cert = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
@@ -214,7 +216,7 @@ kms_x509_read_pem_file(const char *path, GError **err)
 		const char *reason = e ? ERR_reason_error_string(e) : NULL;
 
 		g_set_error(err, KMS_CA_ERROR, KMS_CA_ERROR_INVALID,
-		    "%s: certificate %d: %s", path, sk_X509_num(certs) + 1,
+		    "%s: certificate %d: %s", name, sk_X509_num(certs) + 1,
 		    reason ? reason : "out of memory");
 		sk_X509_pop_free(certs, X509_free);
 		ERR_clear_error();
@@ -223,7 +225,7 @@ kms_x509_read_pem_file(const char *path, GError **err)
 	ERR_clear_error();
 	if (sk_X509_num(certs) == 0) {
 		g_set_error(err, KMS_CA_ERROR, KMS_CA_ERROR_INVALID,
-		    "%s: no certificate found", path);
+		    "%s: no certificate found", name);
 		sk_X509_pop_free(certs, X509_free);
 		return NULL;
 	}

@@ -23,10 +23,14 @@ char *kms_asn1_time_iso8601(const ASN1_TIME *t);
 char *kms_x509_serial_hex(X509 *cert);
 /* DER encoding; g_bytes_unref. */
 GBytes *kms_x509_to_der(X509 *cert);
+/* Exactly one certificate, no trailing bytes; NULL otherwise. X509_free. */
 X509 *kms_x509_from_der(const void *der, gsize len);
 /* PEM text of CERT; g_free. */
 char *kms_x509_to_pem(X509 *cert);
-/* Every certificate in a PEM file; NULL with *err on error or when none. */
+/* Every certificate in a PEM file, in order (other PEM blocks skipped);
+ * NULL with *err (KMS_CA_ERROR_INVALID, naming the file) when it cannot be
+ * read, a certificate is corrupt, or there is none.
+ * Free with sk_X509_pop_free(sk, X509_free). */
 STACK_OF(X509) *kms_x509_read_pem_file(const char *path, GError **err);
 
 #endif

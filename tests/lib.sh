@@ -34,6 +34,7 @@ cleanup() {
 	rm -rf "$T"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM HUP PIPE
 
 # --- TAP -------------------------------------------------------------------
 ok() { tap_n=$((tap_n + 1)); echo "ok $tap_n - $*"; }

@@ -282,6 +282,7 @@ issue(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, KmsCertProfile profile,
 	return cert;
 }
 
+/* Every key type name parses and maps back; unknown names fail. */
 static void
 test_key_type_names(void)
 {
@@ -329,6 +330,7 @@ test_name_forms(void)
 	g_assert_cmpint(X509_NAME_cmp(a, b), ==, 0);
 }
 
+/* Escaped separators are data; whitespace around parts is trimmed. */
 static void
 test_name_escapes_and_spaces(void)
 {
@@ -354,7 +356,8 @@ test_name_rejects_bad(void)
 		{"/CN=a/sha256=b", "unknown attribute type \"sha256\""},
 		{"", "empty"}, {"   ", "empty"}, {"CN", "not TYPE=value"},
 		{"CN=a,,O=b", "not TYPE=value"}, {"/CN=a/", "not TYPE=value"},
-		{"CN=", "empty value"}, {"CN=a\\", "backslash"},
+		{"CN=", "empty value"}, {"CN=a\\", "backslash at the end"},
+		{"CN=a\\ , O=b", "ends in a backslash"},
 		{"C=DEU", "C: string too long"},
 	};
 
@@ -588,6 +591,7 @@ test_issue_validity_and_name(void)
 	g_assert_cmpint(secs, <, 330);
 }
 
+/* Bad addresses, names, days, CA keys and key types are refused. */
 static void
 test_issue_rejects_bad_input(void)
 {
@@ -717,6 +721,7 @@ test_chain_good(void)
 	assert_openssl(dir, "smimeencrypt", TRUE, TRUE);
 }
 
+/* The CA certificate must carry the CA key. */
 static void
 test_chain_wrong_key(void)
 {
@@ -725,6 +730,7 @@ test_chain_wrong_key(void)
 	    "public key is not the CA key");
 }
 
+/* Link 1's issuer must be the subject of link 2. */
 static void
 test_chain_name_mismatch(void)
 {
@@ -760,6 +766,7 @@ test_chain_path_length(void)
 	    "the 2 CA certificates below it");
 }
 
+/* A root expiring within CERT_DAYS is named with its notAfter. */
 static void
 test_chain_expires_too_soon(void)
 {
@@ -776,6 +783,7 @@ test_chain_expires_too_soon(void)
 	assert_sub_under(root, want);
 }
 
+/* A chain must end in a self-signed root. */
 static void
 test_chain_missing_root(void)
 {
@@ -784,6 +792,7 @@ test_chain_missing_root(void)
 	    "certificate of its issuer CN=Test Root,O=Example follows");
 }
 
+/* A 1024-bit RSA CA is refused. */
 static void
 test_chain_weak_key(void)
 {
@@ -792,7 +801,7 @@ test_chain_weak_key(void)
 	g_autoptr(X509) root = make_root(weak, "CN=Weak Root", 3650);
 
 	assert_chain_error(weak, root, NULL, 365, "link 1 (CN=Weak Root): "
-	    "RSA key of 1024 bits is too weak (2048 needed)");
+	    "RSA key of 1024 bits is too weak (112-bit security needed)");
 }
 
 /* Fingerprint and serial match what `openssl x509` prints; DER round
@@ -840,6 +849,7 @@ test_x509util_matches_openssl(void)
 	g_assert_null(kms_x509_from_der(longer, len + 1));
 }
 
+/* GeneralizedTime and UTCTime print as ISO 8601; garbage is NULL. */
 static void
 test_x509util_time(void)
 {
@@ -862,6 +872,7 @@ test_x509util_time(void)
 	ASN1_TIME_free(t);
 }
 
+/* All certificates are read in order; missing, empty or cut files fail. */
 static void
 test_x509util_pem_file(void)
 {
@@ -932,6 +943,7 @@ static const struct {
 	{"/x509util/read-pem-file", test_x509util_pem_file},
 };
 
+/* Register the tests; keys and the good chain are freed at the end. */
 int
 main(int argc, char **argv)
 {
