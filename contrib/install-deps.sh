@@ -7,7 +7,8 @@ PACKAGES="build-essential autoconf automake pkg-config
 libglib2.0-dev libglib2.0-dev-bin libgmime-3.0-dev libjson-glib-dev
 libssl-dev openssl libpq-dev postgresql postgresql-client
 libmilter-dev miltertest libargon2-dev libgfshare-dev libcurl4-openssl-dev
-python3 ca-certificates"
+python3 ca-certificates clang libclang-rt-14-dev
+gpgsm libnss3-tools swaks postfix"
 
 missing=
 for p in $PACKAGES; do
@@ -25,6 +26,8 @@ else
 	exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Postfix is only a test peer here: no system configuration, no service.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 $SUDO apt-get update -qq >/dev/null &&
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null ||
 	{ echo "apt-get install failed for:$missing" >&2; exit 1; }

@@ -71,7 +71,15 @@ kms_db_connect(const char *dsn, const char *app, GError **err)
 {
 	const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
 	const char *vals[] = {dsn, app, "10", NULL};
-	PGconn *c = PQconnectdbParams(keys, vals, 1);
+	PQconninfoOption *opts = PQconninfoParse(dsn, NULL);
+	PGconn *c;
+
+	/* a connect_timeout in the DSN wins over our 10 s default */
+	for (PQconninfoOption *o = opts; o && o->keyword; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && *o->val)
+			keys[2] = NULL;
+	PQconninfoFree(opts);
+	c = PQconnectdbParams(keys, vals, 1);
 
 	if (c == NULL || PQstatus(c) != CONNECTION_OK) {
 		g_autofree char *m = one_line(c ? PQerrorMessage(c) : "out of memory");

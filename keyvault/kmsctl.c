@@ -282,6 +282,8 @@ static const struct {
 	{"status", kmsctl_cmd_status, "vault, kmsd workers, queue depth, CA validity"},
 	{"passwd", cmd_passwd, "change the startup password"},
 	{"ca", kmsctl_cmd_ca, "show or install the CA certificate"},
+	{"cert", kmsctl_cmd_cert, "list and show issued and harvested certificates"},
+	{"ctl", kmsctl_cmd_ctl, "certificate trust list: external roots for harvested chains"},
 };
 
 static void

@@ -47,5 +47,7 @@ void kmsctl_print_json(JsonBuilder *b);
 
 int kmsctl_cmd_status(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_ca(KmsCtl *ctl, int argc, char **argv);
+int kmsctl_cmd_cert(KmsCtl *ctl, int argc, char **argv);
+int kmsctl_cmd_ctl(KmsCtl *ctl, int argc, char **argv);
 
 #endif

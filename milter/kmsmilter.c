@@ -1,99 +1,156 @@
 /*
  * NAME
- *	kmsmilter - the libmilter daemon (skeleton)
+ *	kmsmilter - the kmsmilter mail filter daemon
  * SYNOPSIS
  *	kmsmilter [-c FILE] [-f] [-n]
  * DESCRIPTION
- *	Loads the configuration, listens on [milter] socket and accepts every
- *	message unchanged. Harvesting, enrollment replies and encryption are
- *	added on this frame. SIGTERM, SIGINT: libmilter stops the listener and
- *	the program exits 0.
+ *	Listens on [milter] socket and, for every message, harvests the
+ *	certificates and S/MIME capabilities of its signers into the vault
+ *	(see harvestjob.c). SIGTERM/SIGINT: libmilter stops, the program
+ *	exits 0. SIGHUP: the configuration is read again and, if it is valid,
+ *	swapped in; connections already open keep the snapshot they started
+ *	with (the listening socket itself needs a restart to change).
  * SECURITY
- *	Parses untrusted mail; holds no secret. Drops root to [milter] user
- *	after opening its socket.
+ *	Parses untrusted mail; holds no secret; its database role cannot read
+ *	sealed keys. Drops root to [milter] user after opening its socket.
  * DIAGNOSTICS
- *	syslog (stderr with -f). Exit 1 with one line when it cannot start.
+ *	syslog (stderr with -f), every message line prefixed by the queue id.
+ *	Exit 1 with one line when it cannot start.
  */
 #include "autoconfig.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <gmime/gmime.h>
 #include <libmilter/mfapi.h>
 
 #include "common/config.h"
 #include "common/daemon.h"
 #include "common/log.h"
+#include "milter/milter.h"
 
-/* Until the message jobs exist every stage simply lets the mail go on. */
-static sfsistat
-kms_continue_connect(SMFICTX *ctx, char *host, struct sockaddr *addr)
+static char *config_path;
+static int reload_pipe[2] = {-1, -1};
+
+/* Async-signal-safe: wake the reload thread. */
+static void
+on_sighup(int sig)
 {
-	return SMFIS_CONTINUE;
+	int saved = errno;
+	char b = 'r';
+
+	(void)sig;
+	if (write(reload_pipe[1], &b, 1) < 0) {
+		/* a reload already pending is as good */
+	}
+	errno = saved;
 }
 
-static sfsistat
-kms_continue_envfrom(SMFICTX *ctx, char **argv)
+/* Build a complete new state from the file, then swap it in. */
+static void
+reload(void)
 {
-	return SMFIS_CONTINUE;
+	g_autoptr(GError) e = NULL;
+	KmsConfig *cfg = kms_config_load(config_path, &e);
+	KmsMilterState *old;
+
+	if (cfg == NULL) {
+		kms_err("reload refused, keeping the running configuration: %s", e->message);
+		return;
+	}
+	old = kms_state_acquire();
+	if (old && g_strcmp0(kms_config_get(old->cfg, "milter", "socket"),
+	    kms_config_get(cfg, "milter", "socket")) != 0)
+		kms_warn("[milter] socket changed: restart kmsmilter to listen there");
+	kms_state_release(old);
+	kms_log_configure(kms_config_get(cfg, "log", "facility"), kms_config_get(cfg, "log", "level"));
+	kms_state_install(kms_state_new(cfg));
+	kms_info("configuration reloaded from %s", config_path);
 }
 
-static sfsistat
-kms_continue_envrcpt(SMFICTX *ctx, char **argv)
+static void *
+reload_thread(void *arg)
 {
-	return SMFIS_CONTINUE;
+	char b;
+
+	(void)arg;
+	while (read(reload_pipe[0], &b, 1) == 1 || errno == EINTR) {
+		if (b == 'q')
+			break;
+		if (b == 'r')
+			reload();
+	}
+	return NULL;
 }
 
-static sfsistat
-kms_continue_header(SMFICTX *ctx, char *name, char *value)
+static void *
+milter_thread(void *arg)
 {
-	return SMFIS_CONTINUE;
+	int *rc = arg;
+
+	*rc = smfi_main() == MI_SUCCESS ? 0 : 1;
+	return NULL;
 }
 
-static sfsistat
-kms_continue_eoh(SMFICTX *ctx)
+/*
+ * libmilter's own signal thread sigwait()s for SIGHUP, SIGTERM and SIGINT
+ * and stops on all three. To reload on SIGHUP instead, smfi_main() runs in
+ * a thread of its own and the main thread is the only one that leaves
+ * SIGHUP unblocked: Linux hands a process-directed signal to the thread
+ * group leader when that thread accepts it, so SIGHUP reaches on_sighup()
+ * while SIGTERM and SIGINT still reach libmilter.
+ */
+static int
+serve(void)
 {
-	return SMFIS_CONTINUE;
-}
+	sigset_t all, hup, saved;
+	pthread_t mt, rt;
+	struct sigaction sa;
+	int rc = 1;
 
-static sfsistat
-kms_continue_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
-{
-	return SMFIS_CONTINUE;
-}
+	if (pipe(reload_pipe) != 0) {
+		kms_err("cannot create the reload pipe: %s", g_strerror(errno));
+		return 1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sighup;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGHUP, &sa, NULL);
 
-static sfsistat
-kms_accept_eom(SMFICTX *ctx)
-{
-	return SMFIS_ACCEPT;
-}
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &saved);
+	pthread_create(&rt, NULL, reload_thread, NULL);
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	sigaddset(&hup, SIGTERM);
+	sigaddset(&hup, SIGINT);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	pthread_sigmask(SIG_BLOCK, &hup, NULL);
+	pthread_create(&mt, NULL, milter_thread, &rc);
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	pthread_sigmask(SIG_UNBLOCK, &hup, NULL);
 
-static sfsistat
-kms_close(SMFICTX *ctx)
-{
-	return SMFIS_CONTINUE;
-}
+	pthread_join(mt, NULL);
 
-static struct smfiDesc kms_filter = {
-	.xxfi_name = "kmsmilter",
-	.xxfi_version = SMFI_VERSION,
-	.xxfi_flags = 0,
-	.xxfi_connect = kms_continue_connect,
-	.xxfi_envfrom = kms_continue_envfrom,
-	.xxfi_envrcpt = kms_continue_envrcpt,
-	.xxfi_header = kms_continue_header,
-	.xxfi_eoh = kms_continue_eoh,
-	.xxfi_body = kms_continue_body,
-	.xxfi_eom = kms_accept_eom,
-	.xxfi_close = kms_close,
-};
+	pthread_sigmask(SIG_BLOCK, &hup, NULL);
+	if (write(reload_pipe[1], "q", 1) == 1)
+		pthread_join(rt, NULL);
+	close(reload_pipe[0]);
+	close(reload_pipe[1]);
+	return rc;
+}
 
 int
 main(int argc, char **argv)
 {
-	g_autofree char *config_path = NULL;
 	gboolean foreground = FALSE, check = FALSE, version = FALSE;
 	const GOptionEntry entries[] = {
 		{"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "configuration file", "FILE"},
@@ -135,9 +192,10 @@ main(int argc, char **argv)
 	}
 	kms_log_init("kmsmilter", foreground ? KMS_LOG_STDERR : KMS_LOG_SYSLOG);
 	kms_log_configure(kms_config_get(cfg, "log", "facility"), kms_config_get(cfg, "log", "level"));
+	g_mime_init();
 
 	sock = kms_config_get(cfg, "milter", "socket");
-	if (smfi_setconn((char *)sock) != MI_SUCCESS || smfi_register(kms_filter) != MI_SUCCESS ||
+	if (smfi_setconn((char *)sock) != MI_SUCCESS || smfi_register(kms_milter_desc) != MI_SUCCESS ||
 	    smfi_opensocket(true) != MI_SUCCESS) {
 		fprintf(stderr, "kmsmilter: cannot listen on %s\n", sock);
 		kms_config_free(cfg);
@@ -155,10 +213,18 @@ main(int argc, char **argv)
 		kms_config_free(cfg);
 		return 1;
 	}
-	kms_info("listening on %s", sock);
-	rc = smfi_main() == MI_SUCCESS ? 0 : 1;
-	kms_info("stopped");
-	kms_daemon_remove_pidfile(pidfile);
-	kms_config_free(cfg);
+	{
+		/* the pid file's name must outlive reloads */
+		g_autofree char *pid_copy = g_strdup(pidfile);
+
+		kms_state_install(kms_state_new(cfg));
+		kms_info("listening on %s", sock);
+		rc = serve();
+		kms_info("stopped");
+		kms_daemon_remove_pidfile(pid_copy);
+	}
+	kms_state_shutdown();
+	g_mime_shutdown();
+	g_free(config_path);
 	return rc;
 }

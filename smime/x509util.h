@@ -33,4 +33,15 @@ char *kms_x509_to_pem(X509 *cert);
  * Free with sk_X509_pop_free(sk, X509_free). */
 STACK_OF(X509) *kms_x509_read_pem_file(const char *path, GError **err);
 
+/* rfc822Name entries of the subjectAltName (domain lower-cased), or the
+ * emailAddress of the subject when there is none. g_ptr_array_unref. */
+GPtrArray *kms_x509_email_addresses(X509 *cert);
+
+/* Verify CERT's chain to TRUST (may be NULL: nothing trusted) with
+ * UNTRUSTED intermediates for PURPOSE (X509_PURPOSE_*, or -1 for none) at
+ * NOW (0: the current time). Returns X509_V_OK or the X509_V_ERR code of
+ * the failure; *detail (may be NULL) gets its text, g_free. */
+int kms_x509_verify_chain(X509_STORE *trust, X509 *cert, STACK_OF(X509) *untrusted,
+    int purpose, time_t now, char **detail);
+
 #endif

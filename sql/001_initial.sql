@@ -71,6 +71,7 @@ CREATE TABLE certificates (
 	source		text NOT NULL CHECK (source IN ('issued', 'harvested')),
 	usage		text CHECK (usage IN ('encryption', 'signing', 'both')),
 	status		text NOT NULL,	-- issued: valid|revoked; harvested: trusted|untrusted-chain|expired
+	status_detail	text,		-- why a harvested chain is not trusted
 	sha256		text NOT NULL UNIQUE CHECK (sha256 ~ '^[0-9a-f]{64}$'),
 	serial		text NOT NULL,
 	subject		text NOT NULL,
@@ -97,11 +98,12 @@ CREATE TABLE capabilities (
 	certificate_id	bigint NOT NULL REFERENCES certificates (id) ON DELETE CASCADE,
 	address		text NOT NULL,
 	signing_time	timestamptz NOT NULL,
-	algorithms	text[] NOT NULL,	-- in the signer's order
+	algorithms	text[],			-- in the signer's order; NULL: not announced
 	key_preference	bigint REFERENCES certificates (id),
 	seen_at		timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX capabilities_address_time ON capabilities (lower(address), signing_time DESC);
+CREATE UNIQUE INDEX capabilities_once ON capabilities (certificate_id, lower(address), signing_time);
 
 -- Escrowed private encryption keys (never signing keys). History is kept.
 CREATE TABLE escrowed_keys (

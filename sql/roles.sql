@@ -1,8 +1,9 @@
 -- Roles and privileges, applied by `kmsctl init` after the migrations.
 -- Roles are cluster-wide: they are created once and granted in each vault
 -- database. kms_milter parses hostile mail and must never be able to read
--- a sealed key: it gets no privilege at all on vault_seal, ca,
--- escrowed_keys, admins, or tokens' other columns than it needs.
+-- a sealed key: it gets no privilege at all on vault_seal, escrowed_keys
+-- or admins, only the public columns of ca, and of tokens only the
+-- columns it needs to check a reply.
 DO $$
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'kms_milter') THEN
@@ -27,6 +28,8 @@ GRANT SELECT, INSERT, UPDATE ON certificates, certificate_addresses, capabilitie
 GRANT SELECT (id, user_id, purpose, token_hash, expires_at, attempts, status), UPDATE (attempts, status, used_at)
 	ON tokens TO kms_milter;
 GRANT INSERT ON requests TO kms_milter;
+-- the CA's public certificate and chain (trust anchor for harvesting), never its key
+GRANT SELECT (id, status, certificate, chain) ON ca TO kms_milter;
 GRANT SELECT (id, kind, status, user_id, created_at, expires_at) ON requests TO kms_milter;
 GRANT USAGE ON SEQUENCE certificates_id_seq, capabilities_id_seq, requests_id_seq TO kms_milter;
 

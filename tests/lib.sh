@@ -25,8 +25,10 @@ tap_n=0
 tap_failed=0
 pg_running=
 bg_pids=
+extra_cleanup=	# shell code a test wants run first at exit (e.g. stopping a daemon)
 
 cleanup() {
+	[ -n "$extra_cleanup" ] && eval "$extra_cleanup"
 	for p in $bg_pids; do
 		kill "$p" 2>/dev/null
 	done

@@ -15,22 +15,26 @@ MPID=$!; bg_pids="$bg_pids $MPID"
 n=0; while [ $n -lt 50 ] && ! grep -q "listening on" "$T/milter.log"; do sleep 0.1; n=$((n + 1)); done
 like "$T/milter.log" "listening on inet:$PORT@127.0.0.1" "kmsmilter listens on the configured socket"
 
-cat >"$T/accept.lua" <<'LUA'
-conn = mt.connect("inet:" .. port .. "@127.0.0.1")
-if conn == nil then error("mt.connect() failed") end
-if mt.conninfo(conn, "client.example.org", "192.0.2.1") ~= nil then error("conninfo failed") end
-if mt.mailfrom(conn, "alice@example.org") ~= nil then error("mailfrom failed") end
-if mt.rcptto(conn, "bob@example.org") ~= nil then error("rcptto failed") end
-if mt.header(conn, "From", "alice@example.org") ~= nil then error("header failed") end
-if mt.header(conn, "Subject", "hello") ~= nil then error("header failed") end
-if mt.eoh(conn) ~= nil then error("eoh failed") end
-if mt.bodystring(conn, "plain text\r\n") ~= nil then error("body failed") end
-if mt.eom(conn) ~= nil then error("eom failed") end
-if mt.getreply(conn) ~= SMFIR_ACCEPT and mt.getreply(conn) ~= SMFIR_CONTINUE then error("not accepted") end
-if mt.eom_check(conn, MT_HDRADD) or mt.eom_check(conn, MT_BODYCHANGE) then error("message was modified") end
-mt.disconnect(conn)
-LUA
-check "miltertest: an unsigned message is accepted unchanged" miltertest -D port="$PORT" -s "$T/accept.lua"
+printf 'From: alice@example.org\r\nTo: bob@example.org\r\nSubject: hello\r\n\r\nplain text\r\n' >"$T/plain.eml"
+printf 'From: alice@example.org\r\nTo: bob@example.org\r\nSubject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\none\r\n--b1--\r\n' >"$T/multi.eml"
+send() { miltertest -D sock="inet:$PORT@127.0.0.1" -D file="$1" -s "$top_srcdir/tests/milter-send.lua"; }
+check "miltertest: an unsigned plain message is accepted unchanged" send "$T/plain.eml"
+check "miltertest: an unsigned multipart message is accepted unchanged" send "$T/multi.eml"
+
+# SIGHUP: a valid file is swapped in, an invalid one refused; it keeps serving
+sed -i 's/^level = debug$/level = info/' "$CONF"
+kill -HUP "$MPID"
+n=0; while [ $n -lt 50 ] && ! grep -q "configuration reloaded" "$T/milter.log"; do sleep 0.1; n=$((n + 1)); done
+like "$T/milter.log" "configuration reloaded from $CONF" "SIGHUP reloads the configuration"
+kill -0 "$MPID" 2>/dev/null && ok "kmsmilter still runs after SIGHUP" || not_ok "kmsmilter still runs after SIGHUP"
+check "it still serves after the reload" send "$T/multi.eml"
+cp "$CONF" "$T/good.conf"
+printf '[bogus]\nkey = 1\n' >>"$CONF"
+kill -HUP "$MPID"
+n=0; while [ $n -lt 50 ] && ! grep -q "reload refused" "$T/milter.log"; do sleep 0.1; n=$((n + 1)); done
+like "$T/milter.log" "reload refused, keeping the running configuration: .*kms.conf:[0-9]+: unknown section \[bogus\]" "an invalid file is refused with file:line"
+check "and it still serves with the old configuration" send "$T/multi.eml"
+cp "$T/good.conf" "$CONF"
 kill -TERM "$MPID"; wait "$MPID"; rc=$?
 is "$rc" 0 "kmsmilter exits 0 on SIGTERM"
 

@@ -1,0 +1,264 @@
+/*
+ * NAME
+ *	callbacks - libmilter callbacks: collect, then decide at end of message
+ * DESCRIPTION
+ *	Connection context: created at connect, freed at close (close may come
+ *	without connect). Message context: created at MAIL FROM, torn down by
+ *	msg_reset() from MAIL FROM, abort, end of message and close. Messages
+ *	that cannot carry S/MIME (top-level type neither multipart nor
+ *	pkcs7-mime) are accepted at end of headers without reading the body;
+ *	messages over [milter] max_message_size are accepted untouched.
+ * SECURITY
+ *	Parses hostile mail in a process that holds no secret. No callback
+ *	ever exits the process; every error becomes a verdict.
+ */
+#include "autoconfig.h"
+#include "milter.h"
+
+#include <string.h>
+
+#include "common/log.h"
+
+static KmsMessage *
+msg_reset(KmsMessage *m)
+{
+	if (m == NULL)
+		return NULL;
+	kms_spool_free(m->spool);
+	g_free(m->qid);
+	g_free(m->from);
+	g_free(m->content_type);
+	g_free(m);
+	return NULL;
+}
+
+static KmsConnection *
+conn_of(SMFICTX *ctx)
+{
+	return smfi_getpriv(ctx);
+}
+
+/* Copy of a macro's value (libmilter's memory is not ours to keep). */
+static char *
+macro(SMFICTX *ctx, const char *name)
+{
+	const char *v = smfi_getsymval(ctx, (char *)name);
+
+	return v ? g_strdup(v) : NULL;
+}
+
+static sfsistat
+kms_verdict_to_sfsistat(SMFICTX *ctx, KmsVerdict v)
+{
+	switch (v) {
+	case KMS_VERDICT_TEMPFAIL:
+		smfi_setreply(ctx, "451", "4.3.0", "key vault temporarily unavailable, try again later");
+		return SMFIS_TEMPFAIL;
+	case KMS_VERDICT_ACCEPT:
+	default:
+		return SMFIS_ACCEPT;
+	}
+}
+
+static sfsistat
+cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
+    unsigned long f3, unsigned long *pf0, unsigned long *pf1, unsigned long *pf2,
+    unsigned long *pf3)
+{
+	*pf0 = 0;	/* harvesting never modifies a message */
+	/* keep header values exactly as sent (leading space included) */
+	*pf1 = f1 & (SMFIP_HDR_LEADSPC | SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA);
+	*pf2 = *pf3 = 0;
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+cb_connect(SMFICTX *ctx, char *host, struct sockaddr *addr)
+{
+	KmsConnection *c = g_new0(KmsConnection, 1);
+
+	c->state = kms_state_acquire();
+	c->client = g_strdup(host ? host : "unknown");
+	smfi_setpriv(ctx, c);
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+cb_envfrom(SMFICTX *ctx, char **argv)
+{
+	KmsConnection *c = conn_of(ctx);
+	KmsMessage *m;
+
+	if (c == NULL)
+		return SMFIS_ACCEPT;
+	c->msg = msg_reset(c->msg);
+	m = c->msg = g_new0(KmsMessage, 1);
+	m->qid = macro(ctx, "i");
+	if (m->qid == NULL)
+		m->qid = g_strdup("NOQUEUE");
+	m->from = g_strdup(argv && argv[0] ? argv[0] : "<>");
+	m->spool = kms_spool_new(c->state->spool_memory, c->state->max_message_size,
+	    c->state->temp_dir);
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+cb_envrcpt(SMFICTX *ctx, char **argv)
+{
+	return SMFIS_CONTINUE;
+}
+
+static const char *
+qid_of(const KmsMessage *m)
+{
+	return m && m->qid ? m->qid : "NOQUEUE";
+}
+
+/* Append to the spool; on overflow mark the message oversize. */
+static gboolean
+spool(KmsMessage *m, const void *data, gsize len)
+{
+	g_autoptr(GError) e = NULL;
+
+	if (m->oversize)
+		return FALSE;
+	if (kms_spool_append(m->spool, data, len, &e))
+		return TRUE;
+	m->oversize = TRUE;
+	if (e)
+		kms_log(LOG_ERR, qid_of(m), "%s: message passed through unexamined", e->message);
+	return FALSE;
+}
+
+static sfsistat
+cb_header(SMFICTX *ctx, char *name, char *value)
+{
+	KmsConnection *c = conn_of(ctx);
+	KmsMessage *m = c ? c->msg : NULL;
+	g_autofree char *line = NULL;
+
+	if (m == NULL)
+		return SMFIS_CONTINUE;
+	if (m->content_type == NULL && g_ascii_strcasecmp(name, "Content-Type") == 0)
+		m->content_type = g_strdup(value);
+	line = g_strconcat(name, ":", value, "\r\n", NULL);
+	spool(m, line, strlen(line));
+	return SMFIS_CONTINUE;
+}
+
+/* Could a message of this top-level type hold an S/MIME signature? */
+static gboolean
+may_hold_smime(const char *ct)
+{
+	g_autofree char *t = NULL;
+
+	if (ct == NULL)
+		return FALSE;	/* text/plain by default */
+	t = g_ascii_strdown(g_strstrip(g_strdup(ct)), -1);
+	return g_str_has_prefix(t, "multipart/") || g_str_has_prefix(t, "application/pkcs7-mime") ||
+	    g_str_has_prefix(t, "application/x-pkcs7-mime");
+}
+
+static sfsistat
+cb_eoh(SMFICTX *ctx)
+{
+	KmsConnection *c = conn_of(ctx);
+	KmsMessage *m = c ? c->msg : NULL;
+
+	if (m == NULL)
+		return SMFIS_CONTINUE;
+	if (!may_hold_smime(m->content_type)) {
+		c->msg = msg_reset(c->msg);
+		return SMFIS_ACCEPT;
+	}
+	spool(m, "\r\n", 2);
+	m->headers_done = TRUE;
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+{
+	KmsConnection *c = conn_of(ctx);
+	KmsMessage *m = c ? c->msg : NULL;
+
+	if (m == NULL)
+		return SMFIS_CONTINUE;
+	if (!spool(m, chunk, len)) {
+		char *qid = macro(ctx, "i");
+
+		if (qid) {
+			g_free(m->qid);
+			m->qid = qid;
+		}
+		/* a spool write error was logged by spool() already */
+		if (kms_spool_full(m->spool))
+			kms_log(LOG_NOTICE, qid_of(m),
+			    "message larger than max_message_size (%zu bytes): passed through untouched",
+			    c->state->max_message_size);
+		c->msg = msg_reset(c->msg);
+		return SMFIS_ACCEPT;
+	}
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+cb_eom(SMFICTX *ctx)
+{
+	KmsConnection *c = conn_of(ctx);
+	KmsMessage *m = c ? c->msg : NULL;
+	KmsVerdict v;
+	char *qid;
+
+	if (m == NULL)
+		return SMFIS_ACCEPT;
+	/* Postfix may send the queue id only now */
+	if ((qid = macro(ctx, "i")) != NULL) {
+		g_free(m->qid);
+		m->qid = qid;
+	}
+	v = kms_job_harvest(c, m);
+	c->msg = msg_reset(c->msg);
+	return kms_verdict_to_sfsistat(ctx, v);
+}
+
+static sfsistat
+cb_abort(SMFICTX *ctx)
+{
+	KmsConnection *c = conn_of(ctx);
+
+	if (c)
+		c->msg = msg_reset(c->msg);
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat
+cb_close(SMFICTX *ctx)
+{
+	KmsConnection *c = conn_of(ctx);
+
+	if (c == NULL)
+		return SMFIS_CONTINUE;
+	msg_reset(c->msg);
+	kms_state_release(c->state);
+	g_free(c->client);
+	g_free(c);
+	smfi_setpriv(ctx, NULL);
+	return SMFIS_CONTINUE;
+}
+
+struct smfiDesc kms_milter_desc = {
+	.xxfi_name = "kmsmilter",
+	.xxfi_version = SMFI_VERSION,
+	.xxfi_flags = 0,
+	.xxfi_connect = cb_connect,
+	.xxfi_envfrom = cb_envfrom,
+	.xxfi_envrcpt = cb_envrcpt,
+	.xxfi_header = cb_header,
+	.xxfi_eoh = cb_eoh,
+	.xxfi_body = cb_body,
+	.xxfi_eom = cb_eom,
+	.xxfi_abort = cb_abort,
+	.xxfi_close = cb_close,
+	.xxfi_negotiate = cb_negotiate,
+};
