@@ -51,14 +51,21 @@ if early == SMFIR_ACCEPT then
 else
 	body = body:gsub("\n", "\r\n")
 	local pos = 1
+	local reply = nil
 	while pos <= #body do
 		local chunk = body:sub(pos, pos + 65000 - 1)
 		if mt.bodystring(conn, chunk) ~= nil then error("body failed") end
 		pos = pos + #chunk
-		if mt.getreply(conn) == SMFIR_ACCEPT then break end
+		if mt.getreply(conn) == SMFIR_ACCEPT then
+			-- accepted before the end: the milter wants nothing more
+			reply = SMFIR_ACCEPT
+			break
+		end
 	end
-	if mt.eom(conn) ~= nil then error("eom failed") end
-	local reply = mt.getreply(conn)
+	if reply == nil then
+		if mt.eom(conn) ~= nil then error("eom failed") end
+		reply = mt.getreply(conn)
+	end
 	if want == "accept" and reply ~= SMFIR_ACCEPT and reply ~= SMFIR_CONTINUE then
 		error("not accepted: reply " .. tostring(reply))
 	end
