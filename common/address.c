@@ -27,8 +27,9 @@ kms_address_normalize(const char *s, gssize len)
 	at = strrchr(a, '@');
 	if (at == NULL || at == a || at[1] == '\0' || !g_utf8_validate(a, -1, NULL))
 		return NULL;
+	/* ASCII only: certificates carry rfc822Name as IA5String */
 	for (p = a; *p; p++)
-		if ((unsigned char)*p <= 0x20 || *p == 0x7f || strchr("<>,;\"\\()[]", *p))
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || strchr("<>,;\"\\()[]", *p))
 			return NULL;
 	for (p = at + 1; *p; p++)
 		*p = g_ascii_tolower(*p);

@@ -7,7 +7,8 @@
  *	case-insensitive, as users type addresses in any case.
  * SECURITY
  *	Input comes from certificates and envelopes in hostile mail: only
- *	printable characters without spaces, angle brackets or commas pass.
+ *	printable ASCII without spaces, angle brackets, commas, quotes or
+ *	brackets passes (SMTPUTF8 addresses are not supported yet).
  */
 #ifndef KMS_ADDRESS_H
 #define KMS_ADDRESS_H

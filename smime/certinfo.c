@@ -20,44 +20,51 @@
 
 #include "common/address.h"
 
+/* Add the LEN bytes at DATA to ADDRS when they normalise to an address
+ * not already there. */
+static void
+add_address(GPtrArray *addrs, const unsigned char *data, int len)
+{
+	char *a;
+
+	if (data == NULL || len <= 0 || (a = kms_address_normalize((const char *)data, len)) == NULL)
+		return;
+	for (guint i = 0; i < addrs->len; i++)
+		if (strcmp(g_ptr_array_index(addrs, i), a) == 0) {
+			g_free(a);
+			return;
+		}
+	g_ptr_array_add(addrs, a);
+}
+
 GPtrArray *
 kms_x509_email_addresses(X509 *cert)
 {
-	GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+	GPtrArray *addrs = g_ptr_array_new_with_free_func(g_free);
 	GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	const X509_NAME *subject = X509_get_subject_name(cert);
+	int idx = -1;
 
-	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
-		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-		const unsigned char *d;
-		int len;
+	for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
+		GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
 
-		if (g->type != GEN_EMAIL)
-			continue;
-		d = ASN1_STRING_get0_data(g->d.rfc822Name);
-		len = ASN1_STRING_length(g->d.rfc822Name);
-		/* an address with a NUL or control byte is not one we can use */
-		if (len <= 0 || len > 320 || memchr(d, '\0', (size_t)len) != NULL)
-			continue;
-		g_ptr_array_add(out, kms_address_normalize((const char *)d, (gsize)len));
+		if (g->type == GEN_EMAIL)
+			add_address(addrs, ASN1_STRING_get0_data(g->d.rfc822Name),
+			    ASN1_STRING_length(g->d.rfc822Name));
 	}
 	GENERAL_NAMES_free(gens);
-	if (out->len == 0) {
-		X509_NAME *n = X509_get_subject_name(cert);
-		int idx = -1;
+	/* no SAN address: the legacy emailAddress attribute of the subject */
+	while (addrs->len == 0 &&
+	    (idx = X509_NAME_get_index_by_NID(subject, NID_pkcs9_emailAddress, idx)) >= 0) {
+		ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
+		unsigned char *utf8 = NULL;
+		int n = ASN1_STRING_to_UTF8(&utf8, v);
 
-		while ((idx = X509_NAME_get_index_by_NID(n, NID_pkcs9_emailAddress, idx)) >= 0) {
-			ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(n, idx));
-			int len = ASN1_STRING_length(v);
-			const unsigned char *d = ASN1_STRING_get0_data(v);
-
-			if (len > 0 && len <= 320 && memchr(d, '\0', (size_t)len) == NULL)
-				g_ptr_array_add(out, kms_address_normalize((const char *)d, (gsize)len));
-		}
+		add_address(addrs, utf8, n);
+		OPENSSL_free(utf8);
 	}
-	for (guint i = out->len; i > 0; i--)
-		if (g_ptr_array_index(out, i - 1) == NULL)
-			g_ptr_array_remove_index(out, i - 1);
-	return out;
+	ERR_clear_error();
+	return addrs;
 }
 
 int

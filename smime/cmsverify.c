@@ -19,6 +19,7 @@
  *	a signer's detail says why its signature or chain failed.
  */
 #include "cmsverify.h"
+#include "x509util.h"
 #include "capabilities.h"
 
 #include <limits.h>
@@ -28,7 +29,6 @@
 #include <openssl/x509v3.h>
 
 #define PROBLEMS_MAX	50	/* problem lines kept per message */
-#define ADDRESS_MAX	320	/* longest rfc822Name accepted */
 #define MS_KEY_PREF_OID	"1.3.6.1.4.1.311.16.4"	/* Microsoft's variant */
 
 /* Append a problem line, up to PROBLEMS_MAX and one line saying so. */
@@ -143,69 +143,6 @@ add_certs(KmsCmsHarvest *h, STACK_OF(X509) *certs)
 		}
 		g_hash_table_add(h->seen, der);
 	}
-}
-
-/* Add DATA/LEN to ADDRS if it is a plausible address: printable ASCII,
- * local@domain; the domain is lower-cased, duplicates dropped. */
-static void
-add_address(GPtrArray *addrs, const unsigned char *data, int len)
-{
-	const unsigned char *at = NULL;
-	char *a;
-
-	if (data == NULL || len < 3 || len > ADDRESS_MAX)
-		return;
-	for (int i = 0; i < len; i++) {
-		if (data[i] <= 0x20 || data[i] >= 0x7f)
-			return;
-		if (data[i] == '@')
-			at = data + i;
-	}
-	if (at == NULL || at == data || at == data + len - 1)
-		return;
-	a = g_strndup((const char *) data, (gsize) len);
-	for (char *d = a + (at - data); *d; d++)
-		*d = g_ascii_tolower(*d);
-	for (guint i = 0; i < addrs->len; i++)
-		if (strcmp(g_ptr_array_index(addrs, i), a) == 0) {
-			g_free(a);
-			return;
-		}
-	g_ptr_array_add(addrs, a);
-}
-
-/* The certificate's rfc822Names, or its subject emailAddress when it has
- * none; never anything from the message headers. */
-static GPtrArray *
-cert_addresses(X509 *cert)
-{
-	GPtrArray *addrs = g_ptr_array_new_with_free_func(g_free);
-	GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name,
-	    NULL, NULL);
-	const X509_NAME *subject = X509_get_subject_name(cert);
-	int idx = -1;
-
-	for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
-		GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-
-		if (g->type == GEN_EMAIL)
-			add_address(addrs,
-			    ASN1_STRING_get0_data(g->d.rfc822Name),
-			    ASN1_STRING_length(g->d.rfc822Name));
-	}
-	GENERAL_NAMES_free(gens);
-	while (addrs->len == 0 && (idx = X509_NAME_get_index_by_NID(subject,
-	    NID_pkcs9_emailAddress, idx)) >= 0) {
-		ASN1_STRING *s = X509_NAME_ENTRY_get_data(
-		    X509_NAME_get_entry(subject, idx));
-		unsigned char *utf8 = NULL;
-		int n = ASN1_STRING_to_UTF8(&utf8, s);
-
-		add_address(addrs, utf8, n);
-		OPENSSL_free(utf8);
-	}
-	ERR_clear_error();
-	return addrs;
 }
 
 /* The signingTime signed attribute in seconds since the epoch, -1 when
@@ -472,7 +409,7 @@ harvest_signer(KmsCmsHarvest *h, CMS_SignerInfo *si, STACK_OF(X509) *certs,
 		s->status = chain_status(h, cert, certs, &s->detail);
 	else
 		s->status = KMS_SIGNER_BAD_SIGNATURE;
-	s->addresses = cert_addresses(cert);
+	s->addresses = kms_x509_email_addresses(cert);
 	s->signing_time = signing_time(si);
 	caps = kms_capabilities_from_signer(si);
 	s->has_capabilities = caps != NULL;
