@@ -154,7 +154,7 @@ may_hold_smime(const char *ct)
 
 	if (ct == NULL)
 		return FALSE;	/* text/plain by default */
-	t = g_ascii_strdown(g_strstrip(g_strdup(ct)), -1);
+	t = g_strstrip(g_ascii_strdown(ct, -1));
 	return g_str_has_prefix(t, "multipart/") || g_str_has_prefix(t, "application/pkcs7-mime") ||
 	    g_str_has_prefix(t, "application/x-pkcs7-mime");
 }

@@ -50,4 +50,7 @@ while IFS="	" read -r name peer form keytype; do
 done <"$T/msgs/index.txt"
 
 kill -0 "$MPID" 2>/dev/null && ok "kmsmilter survived every message" || not_ok "kmsmilter survived every message"
+kill -TERM "$MPID"; wait "$MPID"; rc=$?
+is "$rc" 0 "kmsmilter exits 0 on SIGTERM (under ASan: no leak at exit)"
+unlike "$T/milter.log" "LeakSanitizer|AddressSanitizer|runtime error" "no sanitizer report in the milter log"
 done_testing

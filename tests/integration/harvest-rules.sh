@@ -92,4 +92,7 @@ check "vault down, on_db_error = tempfail: the signed message gets 451" send new
 like "$T/milter.log" "message deferred \(on_db_error = tempfail\)" "and the deferral is logged"
 check "an unsigned message is still accepted with the vault down" send "$top_srcdir/tests/integration/harvest-rules.sh"
 kill -0 "$MPID" 2>/dev/null && ok "kmsmilter still runs" || not_ok "kmsmilter still runs"
+kill -TERM "$MPID"; wait "$MPID"; rc=$?
+is "$rc" 0 "kmsmilter exits 0 on SIGTERM (under ASan: no leak at exit)"
+unlike "$T/milter.log" "LeakSanitizer|AddressSanitizer|runtime error" "no sanitizer report in the milter log"
 done_testing
