@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "log.h"
 
 gboolean
@@ -82,4 +83,45 @@ kms_daemon_remove_pidfile(const char *path)
 {
 	if (path)
 		(void)unlink(path);
+}
+
+int
+kms_daemon_args(int argc, char **argv, const char *name, const char *summary, KmsDaemonArgs *a)
+{
+	gboolean check = FALSE, version = FALSE;
+	const GOptionEntry entries[] = {
+		{"config", 'c', 0, G_OPTION_ARG_FILENAME, &a->config_path, "configuration file", "FILE"},
+		{"foreground", 'f', 0, G_OPTION_ARG_NONE, &a->foreground,
+		 "stay in the foreground and log to stderr", NULL},
+		{"check", 'n', 0, G_OPTION_ARG_NONE, &check,
+		 "check the configuration, print it and exit", NULL},
+		{"version", 0, 0, G_OPTION_ARG_NONE, &version, "print the version", NULL},
+		G_OPTION_ENTRY_NULL
+	};
+	g_autoptr(GOptionContext) oc = g_option_context_new("");
+	g_autoptr(GError) e = NULL;
+	KmsConfig *cfg;
+
+	g_option_context_set_summary(oc, summary);
+	g_option_context_add_main_entries(oc, entries, NULL);
+	if (!g_option_context_parse(oc, &argc, &argv, &e) || argc > 1) {
+		fprintf(stderr, "%s: %s\nTry '%s --help'.\n", name,
+		    e ? e->message : "unexpected argument", name);
+		return 2;
+	}
+	if (version) {
+		printf("%s (%s) %s\n", name, PACKAGE_NAME, PACKAGE_VERSION);
+		return 0;
+	}
+	if (a->config_path == NULL)
+		a->config_path = g_strdup(kms_config_default_path());
+	if (!check)
+		return -1;
+	if ((cfg = kms_config_load(a->config_path, &e)) == NULL) {
+		fprintf(stderr, "%s: %s\n", name, e->message);
+		return 1;
+	}
+	kms_config_dump(cfg, stdout);
+	kms_config_free(cfg);
+	return 0;
 }

@@ -13,6 +13,17 @@
 
 #include <glib.h>
 
+typedef struct {
+	char *config_path;	/* -c, else the default path (g_free) */
+	gboolean foreground;	/* -f */
+} KmsDaemonArgs;
+
+/* The daemons' common command line: -c FILE, -f, -n (check the
+ * configuration, print it, exit) and --version. Returns -1 when the
+ * daemon should go on, else the exit status (0, 1 bad config, 2 usage). */
+int kms_daemon_args(int argc, char **argv, const char *name, const char *summary,
+    KmsDaemonArgs *a);
+
 /* Switch to USER when running as root (USER may be NULL: no switch). */
 gboolean kms_daemon_drop_privileges(const char *user, GError **err);
 /* Fork into the background (stdio to /dev/null), keep the directory. */

@@ -101,6 +101,19 @@ cert_json(JsonBuilder *b, const PGresult *r, int i)
 	json_builder_end_object(b);
 }
 
+/* Every row of R as one JSON array on stdout. */
+static void
+print_certs_json(const PGresult *r)
+{
+	g_autoptr(JsonBuilder) b = json_builder_new();
+
+	json_builder_begin_array(b);
+	for (int i = 0; i < PQntuples(r); i++)
+		cert_json(b, r, i);
+	json_builder_end_array(b);
+	kmsctl_print_json(b);
+}
+
 /* "a, b" from a JSON array text, for the plain listing. g_free. */
 static char *
 json_list_text(const char *t)
@@ -157,15 +170,9 @@ cert_list(KmsCtl *ctl, int argc, char **argv)
 		kms_vault_close(v);
 		return kmsctl_fail_error(e);
 	}
-	if (json) {
-		g_autoptr(JsonBuilder) b = json_builder_new();
-
-		json_builder_begin_array(b);
-		for (int i = 0; i < PQntuples(r); i++)
-			cert_json(b, r, i);
-		json_builder_end_array(b);
-		kmsctl_print_json(b);
-	} else {
+	if (json)
+		print_certs_json(r);
+	else {
 		printf("%-6s %-9s %-15s %-20s %-16s %s\n", "ID", "SOURCE", "STATUS", "NOT AFTER",
 		    "SHA256", "ADDRESSES");
 		for (int i = 0; i < PQntuples(r); i++) {
@@ -214,13 +221,7 @@ cert_show(KmsCtl *ctl, int argc, char **argv)
 		return kmsctl_fail("no certificate %s%s", argc == 2 ? argv[1] : "for ",
 		    argc == 2 ? "" : address);
 	if (json && !pem) {	/* --pem wins, as in kmsctl ca show */
-		g_autoptr(JsonBuilder) b = json_builder_new();
-
-		json_builder_begin_array(b);
-		for (int i = 0; i < PQntuples(r); i++)
-			cert_json(b, r, i);
-		json_builder_end_array(b);
-		kmsctl_print_json(b);
+		print_certs_json(r);
 		return KMSCTL_OK;
 	}
 	for (int i = 0; i < PQntuples(r); i++) {

@@ -146,56 +146,27 @@ run(Kmsd *k, const char *config_path, gboolean foreground)
 int
 main(int argc, char **argv)
 {
-	g_autofree char *config_path = NULL;
-	gboolean foreground = FALSE, check = FALSE, version = FALSE;
-	const GOptionEntry entries[] = {
-		{"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "configuration file", "FILE"},
-		{"foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground,
-		 "stay in the foreground and log to stderr", NULL},
-		{"check", 'n', 0, G_OPTION_ARG_NONE, &check,
-		 "check the configuration, print it and exit", NULL},
-		{"version", 0, 0, G_OPTION_ARG_NONE, &version, "print the version", NULL},
-		G_OPTION_ENTRY_NULL
-	};
-	g_autoptr(GOptionContext) oc = g_option_context_new("");
-	g_autoptr(GError) e = NULL;
+	KmsDaemonArgs a = {0};
 	Kmsd k = {0};
 	gboolean locked;
 	int rc;
 
 	locked = kms_secmem_init();
-	g_option_context_set_summary(oc, "The kmsmilter key management service worker.");
-	g_option_context_add_main_entries(oc, entries, NULL);
-	if (!g_option_context_parse(oc, &argc, &argv, &e) || argc > 1) {
-		fprintf(stderr, "kmsd: %s\nTry 'kmsd --help'.\n", e ? e->message : "unexpected argument");
-		return 2;
-	}
-	if (version) {
-		printf("kmsd (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION);
-		return 0;
-	}
-	if (config_path == NULL)
-		config_path = g_strdup(kms_config_default_path());
-	if (check) {
-		KmsConfig *cfg = kms_config_load(config_path, &e);
-
-		if (cfg == NULL) {
-			fprintf(stderr, "kmsd: %s\n", e->message);
-			return 1;
-		}
-		kms_config_dump(cfg, stdout);
-		kms_config_free(cfg);
-		return 0;
+	if ((rc = kms_daemon_args(argc, argv, "kmsd",
+	    "The kmsmilter key management service worker.", &a)) >= 0) {
+		g_free(a.config_path);
+		return rc;
 	}
 	kms_log_init("kmsd", KMS_LOG_STDERR);
 	if (!locked)
 		kms_warn("cannot lock memory for secrets (RLIMIT_MEMLOCK?): keys stay out of core"
 		    " dumps and are wiped, but may be swapped");
-	rc = run(&k, config_path, foreground);
+	rc = run(&k, a.config_path, a.foreground);
 	if (k.loop)
 		g_main_loop_unref(k.loop);
 	kms_vault_close(k.vault);
 	kms_config_free(k.cfg);
 	g_free(k.worker_id);
+	g_free(a.config_path);
 	return rc;
 }

@@ -112,19 +112,47 @@ run_script(KmsVault *v, const char *name, GError **err)
 
 static const KmsSealContext wrap_ctx_template = {"vault_seal", "wrapped_key", 1, 0};
 
-gboolean
-kms_vault_create(KmsVault *v, const KmsSecret *password, guint32 t_cost,
-    guint32 m_cost_kib, GError **err)
+/* Seal VK (version KEY_VERSION) under a fresh Argon2id key from PASSWORD
+ * and write the one vault_seal row, created or replaced. */
+static gboolean
+write_wrap(KmsVault *v, const KmsSecret *vk, int key_version, const KmsSecret *password,
+    guint32 t_cost, guint32 m_cost_kib, GError **err)
 {
 	KmsDbParams p = KMS_DB_PARAMS_INIT;
 	KmsSealContext ctx = wrap_ctx_template;
 	KmsKdfParams kdf;
-	g_autoptr(KmsSecret) vk = NULL;
 	g_autoptr(KmsSecret) kek = NULL;
 	g_autoptr(GBytes) wrapped = NULL;
+
+	if (!kms_kdf_params_new(&kdf, t_cost, m_cost_kib, err) ||
+	    (kek = kms_kdf_derive(password, &kdf, err)) == NULL)
+		return FALSE;
+	ctx.key_version = key_version;
+	wrapped = kms_seal(kek, &ctx, vk->data, vk->len, err);
+	if (wrapped == NULL)
+		return FALSE;
+	kms_db_param_int(&p, key_version);
+	kms_db_param_bytes(&p, kdf.salt, sizeof(kdf.salt));
+	kms_db_param_int(&p, kdf.t_cost);
+	kms_db_param_int(&p, kdf.m_cost_kib);
+	kms_db_param_int(&p, kdf.parallelism);
+	kms_db_param_bytes(&p, g_bytes_get_data(wrapped, NULL), g_bytes_get_size(wrapped));
+	return kms_db_exec(v->db,
+	    "INSERT INTO vault_seal (id, key_version, kdf, kdf_salt, kdf_t_cost,"
+	    " kdf_m_cost_kib, kdf_parallelism, wrapped_key)"
+	    " VALUES (1, $1, 'argon2id', $2, $3, $4, $5, $6)"
+	    " ON CONFLICT (id) DO UPDATE SET kdf = excluded.kdf, kdf_salt = excluded.kdf_salt,"
+	    "  kdf_t_cost = excluded.kdf_t_cost, kdf_m_cost_kib = excluded.kdf_m_cost_kib,"
+	    "  kdf_parallelism = excluded.kdf_parallelism, wrapped_key = excluded.wrapped_key,"
+	    "  changed_at = now()", &p, err);
+}
+
+gboolean
+kms_vault_create(KmsVault *v, const KmsSecret *password, guint32 t_cost,
+    guint32 m_cost_kib, GError **err)
+{
+	g_autoptr(KmsSecret) vk = NULL;
 	gboolean exists;
-	gsize wlen;
-	const void *wdata;
 
 	if (!kms_vault_exists(v, &exists, err))
 		return FALSE;
@@ -136,33 +164,13 @@ kms_vault_create(KmsVault *v, const KmsSecret *password, guint32 t_cost,
 	}
 	if (!run_script(v, "001_initial.sql", err) || !run_script(v, "roles.sql", err))
 		return FALSE;
-
 	vk = kms_secret_new(KMS_VAULT_KEY_LEN);
 	if (!kms_random(vk->data, vk->len, err) ||
-	    !kms_kdf_params_new(&kdf, t_cost, m_cost_kib, err))
-		return FALSE;
-	kek = kms_kdf_derive(password, &kdf, err);
-	if (kek == NULL)
-		return FALSE;
-	ctx.key_version = 1;
-	wrapped = kms_seal(kek, &ctx, vk->data, vk->len, err);
-	if (wrapped == NULL)
-		return FALSE;
-	wdata = g_bytes_get_data(wrapped, &wlen);
-	kms_db_param_int(&p, ctx.key_version);
-	kms_db_param_bytes(&p, kdf.salt, sizeof(kdf.salt));
-	kms_db_param_int(&p, kdf.t_cost);
-	kms_db_param_int(&p, kdf.m_cost_kib);
-	kms_db_param_int(&p, kdf.parallelism);
-	kms_db_param_bytes(&p, wdata, wlen);
-	if (!kms_db_exec(v->db,
-	    "INSERT INTO vault_seal (id, key_version, kdf, kdf_salt, kdf_t_cost,"
-	    " kdf_m_cost_kib, kdf_parallelism, wrapped_key)"
-	    " VALUES (1, $1, 'argon2id', $2, $3, $4, $5, $6)", &p, err))
+	    !write_wrap(v, vk, 1, password, t_cost, m_cost_kib, err))
 		return FALSE;
 	v->key = kms_secret_free(v->key);
 	v->key = g_steal_pointer(&vk);
-	v->key_version = ctx.key_version;
+	v->key_version = 1;
 	return TRUE;
 }
 
@@ -251,45 +259,18 @@ gboolean
 kms_vault_change_password(KmsVault *v, const KmsSecret *old_pw, const KmsSecret *new_pw,
     guint32 t_cost, guint32 m_cost_kib, GError **err)
 {
-	KmsDbParams p = KMS_DB_PARAMS_INIT;
-	KmsSealContext ctx = wrap_ctx_template;
-	KmsKdfParams kdf;
 	g_autoptr(KmsSecret) vk = NULL;
-	g_autoptr(KmsSecret) kek = NULL;
-	g_autoptr(GBytes) wrapped = NULL;
-	gsize wlen;
-	const void *wdata;
+	int version;
 
 	if (!kms_db_begin(v->db, err))
 		return FALSE;
-	vk = unwrap(v, old_pw, TRUE, &ctx.key_version, err);
-	if (vk == NULL)
-		goto fail;
-	if (!kms_kdf_params_new(&kdf, t_cost, m_cost_kib, err))
-		goto fail;
-	kek = kms_kdf_derive(new_pw, &kdf, err);
-	if (kek == NULL)
-		goto fail;
-	wrapped = kms_seal(kek, &ctx, vk->data, vk->len, err);
-	if (wrapped == NULL)
-		goto fail;
-	wdata = g_bytes_get_data(wrapped, &wlen);
-	kms_db_param_bytes(&p, kdf.salt, sizeof(kdf.salt));
-	kms_db_param_int(&p, kdf.t_cost);
-	kms_db_param_int(&p, kdf.m_cost_kib);
-	kms_db_param_int(&p, kdf.parallelism);
-	kms_db_param_bytes(&p, wdata, wlen);
-	if (!kms_db_exec(v->db,
-	    "UPDATE vault_seal SET kdf = 'argon2id', kdf_salt = $1, kdf_t_cost = $2,"
-	    " kdf_m_cost_kib = $3, kdf_parallelism = $4, wrapped_key = $5,"
-	    " changed_at = now() WHERE id = 1", &p, err))
-		goto fail;
-	if (!kms_db_commit(v->db, err))
-		goto fail;
+	if ((vk = unwrap(v, old_pw, TRUE, &version, err)) == NULL ||
+	    !write_wrap(v, vk, version, new_pw, t_cost, m_cost_kib, err) ||
+	    !kms_db_commit(v->db, err)) {
+		kms_db_rollback(v->db);
+		return FALSE;
+	}
 	return TRUE;
-fail:
-	kms_db_rollback(v->db);
-	return FALSE;
 }
 
 int

@@ -151,44 +151,23 @@ serve(void)
 int
 main(int argc, char **argv)
 {
-	gboolean foreground = FALSE, check = FALSE, version = FALSE;
-	const GOptionEntry entries[] = {
-		{"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "configuration file", "FILE"},
-		{"foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground,
-		 "stay in the foreground and log to stderr", NULL},
-		{"check", 'n', 0, G_OPTION_ARG_NONE, &check,
-		 "check the configuration, print it and exit", NULL},
-		{"version", 0, 0, G_OPTION_ARG_NONE, &version, "print the version", NULL},
-		G_OPTION_ENTRY_NULL
-	};
-	g_autoptr(GOptionContext) oc = g_option_context_new("");
+	KmsDaemonArgs a = {0};
 	g_autoptr(GError) e = NULL;
 	KmsConfig *cfg;
 	const char *sock, *pidfile;
+	gboolean foreground;
 	int rc;
 
-	g_option_context_set_summary(oc, "The kmsmilter mail filter.");
-	g_option_context_add_main_entries(oc, entries, NULL);
-	if (!g_option_context_parse(oc, &argc, &argv, &e) || argc > 1) {
-		fprintf(stderr, "kmsmilter: %s\nTry 'kmsmilter --help'.\n",
-		    e ? e->message : "unexpected argument");
-		return 2;
+	if ((rc = kms_daemon_args(argc, argv, "kmsmilter", "The kmsmilter mail filter.", &a)) >= 0) {
+		g_free(a.config_path);
+		return rc;
 	}
-	if (version) {
-		printf("kmsmilter (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION);
-		return 0;
-	}
-	if (config_path == NULL)
-		config_path = g_strdup(kms_config_default_path());
+	config_path = a.config_path;
+	foreground = a.foreground;
 	cfg = kms_config_load(config_path, &e);
 	if (cfg == NULL) {
 		fprintf(stderr, "kmsmilter: %s\n", e->message);
 		return 1;
-	}
-	if (check) {
-		kms_config_dump(cfg, stdout);
-		kms_config_free(cfg);
-		return 0;
 	}
 	kms_log_init("kmsmilter", foreground ? KMS_LOG_STDERR : KMS_LOG_SYSLOG);
 	kms_log_configure(kms_config_get(cfg, "log", "facility"), kms_config_get(cfg, "log", "level"));

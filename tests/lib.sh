@@ -135,6 +135,21 @@ write_config() {
 	} >"$1"
 }
 
+# free_port: a TCP port on 127.0.0.1 nobody listens on right now.
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_milter CONF LOG: run kmsmilter in the foreground in the background,
+# wait until it listens; sets MPID.
+start_milter() {
+	"$KMSMILTER" -c "$1" -f 2>"$2" &
+	MPID=$!
+	bg_pids="$bg_pids $MPID"
+	n=0
+	while [ $n -lt 100 ] && ! grep -q "listening on" "$2"; do sleep 0.1; n=$((n + 1)); done
+}
+
 # write_password FILE PASSWORD: one line, mode 0600.
 write_password() {
 	(umask 077; printf '%s\n' "$2" >"$1")

@@ -7,12 +7,10 @@ command -v miltertest >/dev/null || bail "miltertest not installed (Debian: milt
 pg_start
 CONF=$T/kms.conf
 write_config "$CONF" "$(printf '[log]\nlevel = debug')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 sed -i "s|^socket = .*|socket = inet:$PORT@127.0.0.1|" "$CONF"
 
-"$KMSMILTER" -c "$CONF" -f 2>"$T/milter.log" &
-MPID=$!; bg_pids="$bg_pids $MPID"
-n=0; while [ $n -lt 50 ] && ! grep -q "listening on" "$T/milter.log"; do sleep 0.1; n=$((n + 1)); done
+start_milter "$CONF" "$T/milter.log"
 like "$T/milter.log" "listening on inet:$PORT@127.0.0.1" "kmsmilter listens on the configured socket"
 
 printf 'From: alice@example.org\r\nTo: bob@example.org\r\nSubject: hello\r\n\r\nplain text\r\n' >"$T/plain.eml"

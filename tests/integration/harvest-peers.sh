@@ -11,7 +11,7 @@ command -v miltertest >/dev/null || bail "miltertest not installed (Debian: milt
 pg_start
 CONF=$T/kms.conf
 write_config "$CONF" "$(printf '[log]\nlevel = debug')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 sed -i "s|^socket = .*|socket = inet:$PORT@127.0.0.1\ndsn = host=$PGSOCK dbname=kms user=kms_milter\ntrust_refresh = 1s\nsystem_trust = no\nmax_message_size = 2m\nspool_memory = 64k|" "$CONF"
 write_password "$T/pw" 'harvest test password'
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "init failed"
@@ -25,9 +25,7 @@ import json,sys,subprocess
 d=json.load(open(sys.argv[1])); fp=subprocess.run(["openssl","x509","-in",sys.argv[2],"-outform","DER"],capture_output=True).stdout
 import hashlib; assert [x["sha256"] for x in d]==[hashlib.sha256(fp).hexdigest()], d' "$T/out" "$T/msgs/ca.pem"
 
-"$KMSMILTER" -c "$CONF" -f 2>"$T/milter.log" &
-MPID=$!; bg_pids="$bg_pids $MPID"
-n=0; while [ $n -lt 50 ] && ! grep -q "listening on" "$T/milter.log"; do sleep 0.1; n=$((n + 1)); done
+start_milter "$CONF" "$T/milter.log"
 
 reset_certs() { psql_kms "SET client_min_messages = warning; TRUNCATE certificates, certificate_addresses, capabilities CASCADE"; }
 

@@ -10,7 +10,7 @@ SIGNER="$top_builddir/tests/smime-signer"
 pg_start
 CONF=$T/kms.conf
 write_config "$CONF" "$(printf '[log]\nlevel = info')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 sed -i "s|^socket = .*|socket = inet:$PORT@127.0.0.1\ndsn = host=$PGSOCK dbname=kms user=kms_milter\nsystem_trust = no\nmax_message_size = 1m\nspool_memory = 16k\ndb_timeout = 2s|" "$CONF"
 write_password "$T/pw" 'rules test password'
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "init failed"
@@ -47,9 +47,7 @@ sign newer aes256-gcm,aes256-cbc
 sleep 1.2
 sign newest aes128-gcm
 
-"$KMSMILTER" -c "$CONF" -f 2>"$T/milter.log" &
-MPID=$!; bg_pids="$bg_pids $MPID"
-n=0; while [ $n -lt 50 ] && ! grep -q "listening on" "$T/milter.log"; do sleep 0.1; n=$((n + 1)); done
+start_milter "$CONF" "$T/milter.log"
 
 check "the newer signature is harvested" send newer.eml
 is "$(caps)" "aes256-gcm,aes256-cbc" "capabilities are the newer signature's"

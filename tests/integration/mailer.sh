@@ -13,10 +13,6 @@ SINK=/usr/sbin/smtp-sink
 [ -x "$MAILTOOL" ] || bail "$MAILTOOL not built (make check builds it)"
 command -v python3 >/dev/null || bail "python3 not found"
 
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # start_sink NAME [OPTIONS...]: an smtp-sink dumping into $T/NAME; sets PORT.
 start_sink() {
 	local name=$1 i=0; shift
