@@ -92,6 +92,11 @@ static const KmsConfigKey kms_schema[] = {
 	{"ca", "crl_days", KMS_CT_INT, "7", 1, 365, NULL,
 	 "nextUpdate of published CRLs, in days"},
 
+	{"enrollment", "token_ttl", KMS_CT_DURATION, "7d", 3600, 90 * 86400, NULL,
+	 "how long an enrollment or recovery token stays valid"},
+	{"enrollment", "template_dir", KMS_CT_PATH, NULL, 0, 0, NULL,
+	 "directory with mail templates overriding the built-in ones (enroll, enroll-oob, expired)"},
+
 	{"policy", "algorithms", KMS_CT_LIST, "aes256-cbc,aes128-cbc,aes256-gcm,aes128-gcm", 0, 0, ALGS,
 	 "allowed content-encryption algorithms, in order of preference"},
 

@@ -23,6 +23,7 @@
 
 #include "common/log.h"
 #include "common/secret.h"
+#include "keyvault/queuekey.h"
 #include "keyvault/vaultca.h"
 #include "smime/x509util.h"
 
@@ -202,6 +203,8 @@ cmd_init(KmsCtl *ctl, int argc, char **argv)
 	} else if (!kms_vault_ca_create_root(v, kt, subject,
 	    (int)kms_config_get_int(ctl->cfg, "ca", "ca_days"), &e))
 		goto failed;
+	if (!kms_queue_key_create(v, &e))
+		goto failed;
 	if (!kms_db_commit(db, &e))
 		goto failed;
 
@@ -282,6 +285,7 @@ static const struct {
 	{"status", kmsctl_cmd_status, "vault, kmsd workers, queue depth, CA validity"},
 	{"passwd", cmd_passwd, "change the startup password"},
 	{"ca", kmsctl_cmd_ca, "show or install the CA certificate"},
+	{"enroll", kmsctl_cmd_enroll, "enroll users: one-time tokens and token mails"},
 	{"cert", kmsctl_cmd_cert, "list and show issued and harvested certificates"},
 	{"ctl", kmsctl_cmd_ctl, "certificate trust list: external roots for harvested chains"},
 };

@@ -49,5 +49,6 @@ int kmsctl_cmd_status(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_ca(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_cert(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_ctl(KmsCtl *ctl, int argc, char **argv);
+int kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv);
 
 #endif

@@ -30,14 +30,72 @@
 #include "common/log.h"
 #include "common/secret.h"
 #include "keyvault/vault.h"
+#include "keyvault/worker.h"
 
 typedef struct {
 	KmsConfig *cfg;
 	KmsVault *vault;
 	GMainLoop *loop;
 	char *worker_id;
-	int exit_code;
+	KmsWorker worker;
+	guint db_watch;		/* notification source on the vault socket */
+	int db_fd;
 } Kmsd;
+
+static void watch_db(Kmsd *k);
+
+/* Do queued requests until none waits or one fails (then wait for the
+ * next heartbeat: the MTA or vault may be down). */
+static void
+drain_queue(Kmsd *k)
+{
+	gboolean did = TRUE;
+
+	for (int n = 0; did && n < 1000; n++) {
+		g_autoptr(GError) e = NULL;
+
+		if (!kms_worker_run_one(&k->worker, &did, &e))
+			break;
+	}
+}
+
+/* The vault socket is readable: notifications (kmsctl's NOTIFY). */
+static gboolean
+on_db_readable(gint fd, GIOCondition cond, gpointer data)
+{
+	Kmsd *k = data;
+	PGconn *db = kms_vault_db(k->vault);
+	PGnotify *n;
+
+	if (!PQconsumeInput(db)) {
+		k->db_watch = 0;
+		return G_SOURCE_REMOVE;	/* the heartbeat reconnects */
+	}
+	while ((n = PQnotifies(db)) != NULL)
+		PQfreemem(n);
+	drain_queue(k);
+	return G_SOURCE_CONTINUE;
+}
+
+/* LISTEN on the (possibly new) connection and watch its socket. */
+static void
+watch_db(Kmsd *k)
+{
+	PGconn *db = kms_vault_db(k->vault);
+	g_autoptr(GError) e = NULL;
+
+	if (k->db_watch && k->db_fd == PQsocket(db))
+		return;
+	if (k->db_watch)
+		g_source_remove(k->db_watch);
+	k->db_watch = 0;
+	if (!kms_db_exec(db, "LISTEN kms_requests", NULL, &e)) {
+		kms_warn("cannot listen for requests: %s", e->message);
+		return;
+	}
+	k->db_fd = PQsocket(db);
+	k->db_watch = g_unix_fd_add(k->db_fd, G_IO_IN, on_db_readable, k);
+}
 
 static gboolean
 on_stop(gpointer data)
@@ -63,8 +121,13 @@ heartbeat(gpointer data)
 	kms_db_param_int(&p, getpid());
 	if (kms_db_exec(db,
 	    "INSERT INTO workers (id, host, pid) VALUES ($1, $2, $3)"
-	    " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()", &p, &e))
+	    " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()", &p, &e)) {
+		/* also catch up on anything a lost notification left waiting */
+		watch_db(k);
+		kms_worker_expire(&k->worker);
+		drain_queue(k);
 		return G_SOURCE_CONTINUE;
+	}
 	kms_warn("heartbeat: %s", e->message);
 	if (g_error_matches(e, KMS_DB_ERROR, KMS_DB_ERROR_RETRY) || PQstatus(db) != CONNECTION_OK) {
 		PQreset(db);
@@ -106,6 +169,10 @@ run(Kmsd *k, const char *config_path, gboolean foreground)
 		return 1;
 	}
 	pw = kms_secret_free(pw);
+	if (!kms_worker_init(&k->worker, k->vault, k->cfg, &e)) {
+		fprintf(stderr, "kmsd: %s\n", e->message);
+		return 1;
+	}
 	if (!foreground) {
 		if (!kms_daemon_detach(&e)) {
 			fprintf(stderr, "kmsd: %s\n", e->message);
@@ -164,6 +231,7 @@ main(int argc, char **argv)
 	rc = run(&k, a.config_path, a.foreground);
 	if (k.loop)
 		g_main_loop_unref(k.loop);
+	kms_worker_clear(&k.worker);
 	kms_vault_close(k.vault);
 	kms_config_free(k.cfg);
 	g_free(k.worker_id);

@@ -181,6 +181,15 @@ CREATE TABLE audit (
 	mac		bytea
 );
 
+-- kmsd's queue key: kmsctl encrypts secrets it queues for kmsd (tokens
+-- to mail) to the public half; the private half is sealed (queuekey.h).
+CREATE TABLE queue_key (
+	id		integer PRIMARY KEY CHECK (id = 1),
+	public_key	bytea NOT NULL,
+	key_version	integer NOT NULL,
+	sealed_private	bytea NOT NULL
+);
+
 -- Running kmsd processes; a row whose heartbeat is recent counts as live.
 CREATE TABLE workers (
 	id		text PRIMARY KEY,

@@ -150,6 +150,24 @@ start_milter() {
 	while [ $n -lt 100 ] && ! grep -q "listening on" "$2"; do sleep 0.1; n=$((n + 1)); done
 }
 
+# start_sink NAME [OPTIONS...]: an smtp-sink dumping into $T/NAME; sets PORT.
+start_sink() {
+	local name=$1 i=0; shift
+	mkdir "$T/$name"
+	PORT=$(free_port)
+	if [ "$(id -u)" = 0 ]; then
+		chown nobody "$T/$name"
+		set -- -u nobody "$@"
+	fi
+	"${SINK:-/usr/sbin/smtp-sink}" "$@" -d "$T/$name/%Y%m%d%H%M%S." "127.0.0.1:$PORT" 10 >"$T/$name.log" 2>&1 &
+	bg_pids="$bg_pids $!"
+	until python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null; do
+		i=$((i + 1))
+		[ $i -gt 50 ] && bail "smtp-sink did not start: $(cat "$T/$name.log")"
+		sleep 0.1
+	done
+}
+
 # write_password FILE PASSWORD: one line, mode 0600.
 write_password() {
 	(umask 077; printf '%s\n' "$2" >"$1")

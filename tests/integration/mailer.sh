@@ -13,24 +13,6 @@ SINK=/usr/sbin/smtp-sink
 [ -x "$MAILTOOL" ] || bail "$MAILTOOL not built (make check builds it)"
 command -v python3 >/dev/null || bail "python3 not found"
 
-# start_sink NAME [OPTIONS...]: an smtp-sink dumping into $T/NAME; sets PORT.
-start_sink() {
-	local name=$1 i=0; shift
-	mkdir "$T/$name"
-	PORT=$(free_port)
-	if [ "$(id -u)" = 0 ]; then
-		chown nobody "$T/$name"
-		set -- -u nobody "$@"
-	fi
-	"$SINK" "$@" -d "$T/$name/%Y%m%d%H%M%S." "127.0.0.1:$PORT" 10 >"$T/$name.log" 2>&1 &
-	bg_pids="$bg_pids $!"
-	until python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null; do
-		i=$((i + 1))
-		[ $i -gt 50 ] && bail "smtp-sink did not start: $(cat "$T/$name.log")"
-		sleep 0.1
-	done
-}
-
 # dump_of MSGID: the dump file holding MSGID, waiting up to 5 s.
 dump_of() {
 	local i=0 f

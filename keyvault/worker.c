@@ -1,0 +1,229 @@
+/*
+ * NAME
+ *	worker - claim, do and finish queued requests (see worker.h)
+ */
+#include "autoconfig.h"
+#include "worker.h"
+
+#include <string.h>
+
+#include <json-glib/json-glib.h>
+
+#include "common/log.h"
+#include "common/template.h"
+#include "keyvault/db.h"
+#include "keyvault/queuekey.h"
+
+static const char tpl_enroll[] =
+    "Subject: Your S/MIME certificate for ${address}\n"
+    "\n"
+    "Hello,\n"
+    "\n"
+    "the key management service of your organisation is ready to issue an\n"
+    "S/MIME encryption certificate for ${address}.\n"
+    "\n"
+    "To enroll, reply to this message - the reply goes to ${enroll_address} -\n"
+    "and keep the following line in your reply:\n"
+    "\n"
+    "Token: ${token}\n"
+    "\n"
+    "The token works once and until ${expiry}. You will then receive your key\n"
+    "and certificates as a PKCS#12 file; its password is this token.\n"
+    "\n"
+    "If you did not expect this message, ignore it: nothing happens without\n"
+    "your reply.\n";
+
+static const char tpl_enroll_oob[] =
+    "Subject: Your S/MIME certificate for ${address}\n"
+    "\n"
+    "Hello,\n"
+    "\n"
+    "the key management service of your organisation is ready to issue an\n"
+    "S/MIME encryption certificate for ${address}.\n"
+    "\n"
+    "Your administrator gives you a token in person. To enroll, reply to this\n"
+    "message - the reply goes to ${enroll_address} - and write the token in\n"
+    "your reply on a line of its own:\n"
+    "\n"
+    "Token: XXXXX-XXXXX-XXXXX-XXXXX-XXXXX\n"
+    "\n"
+    "The token works once and until ${expiry}.\n";
+
+static const char tpl_expired[] =
+    "Subject: Your key management request expired\n"
+    "\n"
+    "Hello,\n"
+    "\n"
+    "a request of the key management service for ${address} (${kind})\n"
+    "waited longer than allowed and expired without being carried out.\n"
+    "Nothing was issued or sent. Ask your administrator to start it again.\n";
+
+static const struct {
+	const char *name;
+	const char *builtin;
+} templates[] = {
+	{"enroll", tpl_enroll},
+	{"enroll-oob", tpl_enroll_oob},
+	{"expired", tpl_expired},
+};
+
+gboolean
+kms_worker_init(KmsWorker *w, KmsVault *v, const KmsConfig *cfg, GError **err)
+{
+	memset(w, 0, sizeof(*w));
+	w->vault = v;
+	w->cfg = cfg;
+	w->mailer.url = kms_config_get(cfg, "mail", "submit");
+	w->mailer.from = kms_config_get(cfg, "mail", "from");
+	w->queue_priv = kms_queue_key_private(v, err);
+	return w->queue_priv != NULL;
+}
+
+void
+kms_worker_clear(KmsWorker *w)
+{
+	w->queue_priv = kms_secret_free(w->queue_priv);
+}
+
+/* Render template NAME with VARS and mail it to TO. */
+static gboolean
+send_template(KmsWorker *w, const char *name, const char *to, const char *const *vars,
+    GError **err)
+{
+	const char *builtin = NULL;
+	g_autofree char *text = NULL, *out = NULL, *subject = NULL, *body = NULL;
+	g_autofree char *reply_to = NULL;
+	const char *enroll = kms_config_get(w->cfg, "milter", "enroll_address");
+
+	for (gsize i = 0; i < G_N_ELEMENTS(templates); i++)
+		if (strcmp(templates[i].name, name) == 0)
+			builtin = templates[i].builtin;
+	if (builtin == NULL) {
+		g_set_error(err, KMS_TEMPLATE_ERROR, KMS_TEMPLATE_ERROR_UNKNOWN,
+		    "no template named %s", name);
+		return FALSE;
+	}
+	if (w->mailer.from == NULL) {
+		g_set_error(err, KMS_MAILER_ERROR, KMS_MAILER_ERROR_INVALID,
+		    "[mail] from is not set: kmsd cannot send mail");
+		return FALSE;
+	}
+	text = kms_template_load(kms_config_get(w->cfg, "enrollment", "template_dir"), name,
+	    builtin, err);
+	if (text == NULL || (out = kms_template_render(text, vars, err)) == NULL ||
+	    !kms_template_split(out, &subject, &body, err))
+		return FALSE;
+	if (enroll)
+		reply_to = g_strdup_printf("Reply-To: %s\r\n", enroll);
+	return kms_mail_send(&w->mailer, to, subject, body, NULL, NULL, NULL, reply_to, NULL, err);
+}
+
+/* A "mail" request: the token mail of kmsctl enroll / recover. */
+static gboolean
+do_mail(KmsWorker *w, gint64 id, const char *payload, const char *address, GError **err)
+{
+	g_autoptr(JsonParser) p = json_parser_new();
+	g_autoptr(KmsSecret) token = NULL;
+	JsonObject *o;
+	const char *tpl, *sealed, *expiry;
+	const char *enroll = kms_config_get(w->cfg, "milter", "enroll_address");
+	g_autofree char *local = NULL;
+
+	if (!json_parser_load_from_data(p, payload, -1, err))
+		return FALSE;
+	o = json_node_get_object(json_parser_get_root(p));
+	tpl = json_object_get_string_member_with_default(o, "template", "");
+	sealed = json_object_get_string_member_with_default(o, "sealed_token", NULL);
+	expiry = json_object_get_string_member_with_default(o, "expires", "");
+	if (sealed) {
+		gsize len;
+		g_autofree guchar *blob = g_base64_decode(sealed, &len);
+
+		token = kms_queue_open(w->queue_priv, "token-mail", id, blob, len, err);
+		if (token == NULL)
+			return FALSE;
+	}
+	local = g_strndup(address, strcspn(address, "@"));
+	{
+		const char *vars[] = {
+			"address", address, "name", local, "expiry", expiry,
+			"enroll_address", enroll ? enroll : "the enrollment address",
+			"token", token ? (const char *)token->data : "", NULL
+		};
+
+		return send_template(w, tpl, address, vars, err);
+	}
+}
+
+gboolean
+kms_worker_run_one(KmsWorker *w, gboolean *did, GError **err)
+{
+	PGconn *db = kms_vault_db(w->vault);
+	g_autoptr(PGresult) r = NULL;
+	g_autoptr(GError) e = NULL;
+	KmsDbParams p = KMS_DB_PARAMS_INIT;
+	gint64 id;
+	gboolean ok;
+
+	*did = FALSE;
+	if (!kms_db_begin(db, err))
+		return FALSE;
+	r = kms_db_run(db, "SELECT r.id, r.kind, r.payload::text, u.address FROM requests r"
+	    " JOIN users u ON u.id = r.user_id"
+	    " WHERE r.status = 'queued' AND r.expires_at > now() AND r.kind IN ('mail')"
+	    " ORDER BY r.id FOR UPDATE OF r SKIP LOCKED LIMIT 1", NULL, err);
+	if (r == NULL || PQntuples(r) == 0) {
+		kms_db_rollback(db);
+		return r != NULL;
+	}
+	*did = TRUE;
+	id = kms_db_get_int(r, 0, 0);
+	ok = do_mail(w, id, PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3), &e);
+	kms_db_param_int(&p, id);
+	if (ok) {
+		kms_info("request %" G_GINT64_FORMAT ": %s mail sent to %s", id, PQgetvalue(r, 0, 1),
+		    PQgetvalue(r, 0, 3));
+		ok = kms_db_exec(db, "UPDATE requests SET status = 'done', finished_at = now(),"
+		    " attempts = attempts + 1, last_error = NULL,"
+		    " payload = payload - 'sealed_token' WHERE id = $1", &p, err) &&
+		    kms_db_commit(db, err);
+		if (!ok)
+			kms_db_rollback(db);
+		return ok;
+	}
+	kms_warn("request %" G_GINT64_FORMAT " for %s failed, will retry: %s", id,
+	    PQgetvalue(r, 0, 3), e->message);
+	kms_db_param_text(&p, e->message);
+	if (!kms_db_exec(db, "UPDATE requests SET attempts = attempts + 1, last_error = $2"
+	    " WHERE id = $1", &p, NULL) || !kms_db_commit(db, NULL))
+		kms_db_rollback(db);
+	g_propagate_error(err, g_steal_pointer(&e));
+	return FALSE;
+}
+
+guint
+kms_worker_expire(KmsWorker *w)
+{
+	g_autoptr(GError) e = NULL;
+	g_autoptr(PGresult) r = kms_db_run(kms_vault_db(w->vault),
+	    "UPDATE requests r SET status = 'expired', finished_at = now(),"
+	    " payload = payload - 'sealed_token'"
+	    " FROM users u WHERE u.id = r.user_id AND r.status = 'queued' AND r.expires_at <= now()"
+	    " RETURNING r.id, r.kind, u.address", NULL, &e);
+
+	if (r == NULL) {
+		kms_warn("cannot expire requests: %s", e->message);
+		return 0;
+	}
+	for (int i = 0; i < PQntuples(r); i++) {
+		const char *vars[] = {"address", PQgetvalue(r, i, 2), "kind", PQgetvalue(r, i, 1), NULL};
+		g_autoptr(GError) me = NULL;
+
+		kms_warn("request %s (%s) for %s expired unprocessed", PQgetvalue(r, i, 0),
+		    PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+		if (!send_template(w, "expired", PQgetvalue(r, i, 2), vars, &me))
+			kms_warn("cannot tell %s that request %s expired: %s", PQgetvalue(r, i, 2),
+			    PQgetvalue(r, i, 0), me->message);
+	}
+	return (guint)PQntuples(r);
+}
