@@ -50,6 +50,8 @@ static const KmsConfigKey kms_schema[] = {
 	 "how long a message waits for a free vault connection before on_db_error applies"},
 	{"milter", "trust_refresh", KMS_CT_DURATION, "5m", 1, 86400, NULL,
 	 "how often the trust list and internal CA are re-read from the vault"},
+	{"milter", "seen_refresh", KMS_CT_DURATION, "1h", 0, 7 * 86400, NULL,
+	 "a signature already recorded is not written again for this long (0: always write)"},
 	{"milter", "system_trust", KMS_CT_BOOL, "yes", 0, 0, NULL,
 	 "also trust the system's CA certificates (OpenSSL default paths) for harvested chains"},
 	{"milter", "max_depth", KMS_CT_INT, "20", 1, 100, NULL,

@@ -38,6 +38,69 @@ conn_of(SMFICTX *ctx)
 	return smfi_getpriv(ctx);
 }
 
+/* The connection context, made at option negotiation (or at connect with
+ * an MTA that does not negotiate). */
+static KmsConnection *
+conn_get(SMFICTX *ctx)
+{
+	KmsConnection *c = smfi_getpriv(ctx);
+
+	if (c == NULL) {
+		c = g_new0(KmsConnection, 1);
+		c->state = kms_state_acquire();
+		smfi_setpriv(ctx, c);
+	}
+	return c;
+}
+
+/* Go on without a reply where the MTA agreed to expect none (SMFIP_NR_*):
+ * half the round trips of a message. */
+static sfsistat
+go_on(const KmsConnection *c, unsigned long nr_flag)
+{
+	return c && (c->noreply & nr_flag) ? SMFIS_NOREPLY : SMFIS_CONTINUE;
+}
+
+/* Case-insensitive "pkcs7" in LEN bytes at P: every S/MIME content type
+ * (application/pkcs7-signature, -mime, x-pkcs7-...) contains it, so a
+ * message without it anywhere needs no MIME parse. */
+static gboolean
+has_pkcs7(const guint8 *p, gsize len)
+{
+	for (gsize i = 0; i + 5 <= len; i++)
+		if ((p[i] | 0x20) == 'p' && g_ascii_strncasecmp((const char *)p + i, "pkcs7", 5) == 0)
+			return TRUE;
+	return FALSE;
+}
+
+/* Look for "pkcs7" in a chunk, also across the boundary with the last
+ * four bytes of the previous one. */
+static void
+scan_pkcs7(KmsMessage *m, const guint8 *p, gsize len)
+{
+	guint8 joint[8];
+	gsize n = MIN(len, 4);
+
+	if (m->smime_hint)
+		return;
+	memcpy(joint, m->tail, m->tail_len);
+	memcpy(joint + m->tail_len, p, n);
+	if (has_pkcs7(joint, m->tail_len + n) || has_pkcs7(p, len)) {
+		m->smime_hint = TRUE;
+		return;
+	}
+	if (len >= 4) {
+		memcpy(m->tail, p + len - 4, 4);
+		m->tail_len = 4;
+	} else {
+		gsize keep = MIN(m->tail_len, 4 - len);
+
+		memmove(m->tail, m->tail + m->tail_len - keep, keep);
+		memcpy(m->tail + keep, p, len);
+		m->tail_len = keep + len;
+	}
+}
+
 /* Copy of a macro's value (libmilter's memory is not ours to keep). */
 static char *
 macro(SMFICTX *ctx, const char *name)
@@ -65,9 +128,15 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
     unsigned long f3, unsigned long *pf0, unsigned long *pf1, unsigned long *pf2,
     unsigned long *pf3)
 {
+	KmsConnection *c = conn_get(ctx);
+	const unsigned long nr = SMFIP_NR_CONN | SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR |
+	    SMFIP_NR_BODY;
+
 	*pf0 = 0;	/* harvesting never modifies a message */
-	/* keep header values exactly as sent (leading space included) */
-	*pf1 = f1 & (SMFIP_HDR_LEADSPC | SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA);
+	/* keep header values exactly as sent (leading space included), skip
+	 * stages with nothing to learn, and answer only where it matters */
+	*pf1 = f1 & (SMFIP_HDR_LEADSPC | SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA | nr);
+	c->noreply = *pf1 & nr;
 	*pf2 = *pf3 = 0;
 	return SMFIS_CONTINUE;
 }
@@ -75,12 +144,11 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
 static sfsistat
 cb_connect(SMFICTX *ctx, char *host, struct sockaddr *addr)
 {
-	KmsConnection *c = g_new0(KmsConnection, 1);
+	KmsConnection *c = conn_get(ctx);
 
-	c->state = kms_state_acquire();
+	g_free(c->client);
 	c->client = g_strdup(host ? host : "unknown");
-	smfi_setpriv(ctx, c);
-	return SMFIS_CONTINUE;
+	return go_on(c, SMFIP_NR_CONN);
 }
 
 static sfsistat
@@ -90,7 +158,7 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	KmsMessage *m;
 
 	if (c == NULL)
-		return SMFIS_ACCEPT;
+		return SMFIS_CONTINUE;
 	c->msg = msg_reset(c->msg);
 	m = c->msg = g_new0(KmsMessage, 1);
 	m->qid = macro(ctx, "i");
@@ -99,13 +167,13 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	m->from = g_strdup(argv && argv[0] ? argv[0] : "<>");
 	m->spool = kms_spool_new(c->state->spool_memory, c->state->max_message_size,
 	    c->state->temp_dir);
-	return SMFIS_CONTINUE;
+	return go_on(c, SMFIP_NR_MAIL);
 }
 
 static sfsistat
 cb_envrcpt(SMFICTX *ctx, char **argv)
 {
-	return SMFIS_CONTINUE;
+	return go_on(conn_of(ctx), SMFIP_NR_RCPT);
 }
 
 static const char *
@@ -138,12 +206,14 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 	g_autofree char *line = NULL;
 
 	if (m == NULL)
-		return SMFIS_CONTINUE;
+		return go_on(c, SMFIP_NR_HDR);
 	if (m->content_type == NULL && g_ascii_strcasecmp(name, "Content-Type") == 0)
 		m->content_type = g_strdup(value);
 	line = g_strconcat(name, ":", value, "\r\n", NULL);
+	if (!m->smime_hint && has_pkcs7((const guint8 *)value, strlen(value)))
+		m->smime_hint = TRUE;
 	spool(m, line, strlen(line));
-	return SMFIS_CONTINUE;
+	return go_on(c, SMFIP_NR_HDR);
 }
 
 /* Could a message of this top-level type hold an S/MIME signature? */
@@ -181,10 +251,13 @@ cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 {
 	KmsConnection *c = conn_of(ctx);
 	KmsMessage *m = c ? c->msg : NULL;
+	gboolean was_oversize;
 
-	if (m == NULL)
-		return SMFIS_CONTINUE;
-	if (!spool(m, chunk, len)) {
+	if (m == NULL || m->oversize)
+		return go_on(c, SMFIP_NR_BODY);
+	scan_pkcs7(m, chunk, len);
+	was_oversize = m->oversize;
+	if (!spool(m, chunk, len) && !was_oversize) {
 		char *qid = macro(ctx, "i");
 
 		if (qid) {
@@ -196,10 +269,13 @@ cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 			kms_log(LOG_NOTICE, qid_of(m),
 			    "message larger than max_message_size (%zu bytes): passed through untouched",
 			    c->state->max_message_size);
+		/* without a reply to give, wait for the end of the message */
+		if (c->noreply & SMFIP_NR_BODY)
+			return SMFIS_NOREPLY;
 		c->msg = msg_reset(c->msg);
 		return SMFIS_ACCEPT;
 	}
-	return SMFIS_CONTINUE;
+	return go_on(c, SMFIP_NR_BODY);
 }
 
 static sfsistat

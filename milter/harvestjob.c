@@ -44,6 +44,43 @@ log_result(const char *qid, const KmsHarvestResult *r)
 	}
 }
 
+/* A digest of everything kms_certstore_record would write for R (under
+ * trust store GENERATION), to skip rewriting what was just recorded. */
+static char *
+record_key(const KmsHarvestResult *r, guint generation)
+{
+	g_autoptr(GChecksum) h = g_checksum_new(G_CHECKSUM_SHA256);
+	g_autofree char *gen = g_strdup_printf("gen %u\n", generation);
+
+	g_checksum_update(h, (const guchar *)gen, -1);
+	for (guint i = 0; i < r->signers->len; i++) {
+		KmsHarvestSigner *s = g_ptr_array_index(r->signers, i);
+		g_autofree char *sha = s->cert ? kms_x509_sha256_hex(s->cert) : NULL;
+		g_autofree char *kp = s->key_preference ? kms_x509_sha256_hex(s->key_preference) : NULL;
+		g_autofree char *line = NULL;
+
+		if (s->status == KMS_SIGNER_BAD_SIGNATURE || sha == NULL)
+			continue;
+		line = g_strdup_printf("signer %s %d %" G_GINT64_FORMAT " %d %s\n", sha, s->status,
+		    s->signing_time, s->has_capabilities, kp ? kp : "-");
+		g_checksum_update(h, (const guchar *)line, -1);
+		for (guint c = 0; c < s->capabilities->len; c++) {
+			g_checksum_update(h, g_ptr_array_index(s->capabilities, c), -1);
+			g_checksum_update(h, (const guchar *)",", 1);
+		}
+		for (guint a = 0; a < s->addresses->len; a++) {
+			g_checksum_update(h, g_ptr_array_index(s->addresses, a), -1);
+			g_checksum_update(h, (const guchar *)";", 1);
+		}
+	}
+	for (int i = 0; r->certs && i < sk_X509_num(r->certs); i++) {
+		g_autofree char *sha = kms_x509_sha256_hex(sk_X509_value(r->certs, i));
+
+		g_checksum_update(h, (const guchar *)(sha ? sha : "-"), -1);
+	}
+	return g_strdup(g_checksum_get_string(h));
+}
+
 static gboolean
 any_to_store(const KmsHarvestResult *r)
 {
@@ -84,9 +121,14 @@ kms_job_harvest(KmsConnection *conn, KmsMessage *msg)
 	KmsVerdict v = KMS_VERDICT_ACCEPT;
 	guint n = 0;
 
+	guint generation = 0;
+
 	if (msg->oversize || !msg->headers_done)
 		return KMS_VERDICT_ACCEPT;
-	trust = kms_state_trust(st, msg->qid);
+	/* no "pkcs7" anywhere: no S/MIME part, nothing to parse */
+	if (!msg->smime_hint)
+		return KMS_VERDICT_ACCEPT;
+	trust = kms_state_trust(st, msg->qid, &generation);
 	kms_harvest_options_init(&o);
 	o.trust = trust;
 	o.max_depth = st->max_depth;
@@ -96,10 +138,15 @@ kms_job_harvest(KmsConnection *conn, KmsMessage *msg)
 		r = kms_harvest(&o, kms_spool_memory(msg->spool), kms_spool_size(msg->spool));
 	log_result(msg->qid, r);
 	if (any_to_store(r)) {
-		if (store(st, trust, r, &n, &e))
+		g_autofree char *key = record_key(r, generation);
+
+		if (kms_state_seen(st, key))
+			kms_log(LOG_DEBUG, msg->qid, "signers already recorded: vault not written");
+		else if (store(st, trust, r, &n, &e)) {
+			kms_state_seen_add(st, key);
 			kms_log(LOG_INFO, msg->qid, "harvested %u signer%s into the vault", n,
 			    n == 1 ? "" : "s");
-		else {
+		} else {
 			v = st->tempfail_on_db_error ? KMS_VERDICT_TEMPFAIL : KMS_VERDICT_ACCEPT;
 			kms_log(LOG_ERR, msg->qid, "cannot record harvested certificates: %s; message %s",
 			    e->message, v == KMS_VERDICT_TEMPFAIL ? "deferred (on_db_error = tempfail)" :

@@ -30,11 +30,15 @@ typedef struct {
 	KmsSpool *spool;	/* headers, blank line, body (CRLF) */
 	gboolean headers_done;
 	gboolean oversize;
+	gboolean smime_hint;	/* "pkcs7" seen in a header or the body */
+	guint8 tail[4];		/* last bytes of the previous body chunk */
+	gsize tail_len;
 } KmsMessage;
 
 typedef struct {
 	KmsMilterState *state;	/* configuration snapshot for this connection */
 	char *client;		/* host name the MTA gave */
+	unsigned long noreply;	/* SMFIP_NR_* the MTA agreed to */
 	KmsMessage *msg;
 } KmsConnection;
 

@@ -30,6 +30,9 @@ kms_state_new(KmsConfig *cfg)
 	s->pool = kms_db_pool_new(kms_config_dsn(cfg, "milter"), "kmsmilter",
 	    (guint)kms_config_get_int(cfg, "milter", "db_connections"),
 	    kms_config_get_int(cfg, "milter", "db_timeout") * G_USEC_PER_SEC);
+	s->seen_refresh_us = kms_config_get_int(cfg, "milter", "seen_refresh") * G_USEC_PER_SEC;
+	s->seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+	g_mutex_init(&s->seen_lock);
 	g_mutex_init(&s->trust_lock);
 	return s;
 }
@@ -40,6 +43,8 @@ state_clear(gpointer data)
 	KmsMilterState *s = data;
 
 	X509_STORE_free(s->trust);
+	g_hash_table_destroy(s->seen);
+	g_mutex_clear(&s->seen_lock);
 	kms_db_pool_free(s->pool);
 	kms_config_free(s->cfg);
 	g_mutex_clear(&s->trust_lock);
@@ -81,8 +86,40 @@ kms_state_shutdown(void)
 	kms_state_install(NULL);
 }
 
+/* Bound on remembered signatures; the table starts afresh when full. */
+#define SEEN_MAX 20000
+
+gboolean
+kms_state_seen(KmsMilterState *s, const char *key)
+{
+	gint64 *at;
+	gboolean fresh;
+
+	if (s->seen_refresh_us == 0)
+		return FALSE;
+	g_mutex_lock(&s->seen_lock);
+	at = g_hash_table_lookup(s->seen, key);
+	fresh = at && g_get_monotonic_time() - *at < s->seen_refresh_us;
+	g_mutex_unlock(&s->seen_lock);
+	return fresh;
+}
+
+void
+kms_state_seen_add(KmsMilterState *s, const char *key)
+{
+	gint64 now = g_get_monotonic_time();
+
+	if (s->seen_refresh_us == 0)
+		return;
+	g_mutex_lock(&s->seen_lock);
+	if (g_hash_table_size(s->seen) >= SEEN_MAX)
+		g_hash_table_remove_all(s->seen);
+	g_hash_table_replace(s->seen, g_strdup(key), g_memdup2(&now, sizeof(now)));
+	g_mutex_unlock(&s->seen_lock);
+}
+
 X509_STORE *
-kms_state_trust(KmsMilterState *s, const char *qid)
+kms_state_trust(KmsMilterState *s, const char *qid, guint *generation)
 {
 	X509_STORE *st;
 	gint64 now = g_get_monotonic_time();
@@ -98,6 +135,7 @@ kms_state_trust(KmsMilterState *s, const char *qid)
 		if (fresh) {
 			X509_STORE_free(s->trust);
 			s->trust = fresh;
+			s->trust_generation++;
 			kms_log(LOG_DEBUG, qid, "trust store loaded: %u certificates from the vault%s",
 			    anchors, s->system_trust ? " and the system's roots" : "");
 		} else {
@@ -113,6 +151,8 @@ kms_state_trust(KmsMilterState *s, const char *qid)
 	st = s->trust;
 	if (st)
 		X509_STORE_up_ref(st);
+	if (generation)
+		*generation = s->trust_generation;
 	g_mutex_unlock(&s->trust_lock);
 	return st;
 }

@@ -29,10 +29,15 @@ typedef struct {
 	guint max_depth;
 	gint64 trust_refresh_us;
 	gboolean system_trust;
+	/* signatures recorded lately: key (hex digest) -> monotonic us */
+	gint64 seen_refresh_us;
+	GMutex seen_lock;
+	GHashTable *seen;
 	/* trust store, refreshed from the vault every trust_refresh */
 	GMutex trust_lock;
 	X509_STORE *trust;
 	gint64 trust_loaded_at;	/* monotonic us; 0: never */
+	guint trust_generation;	/* counts loads: statuses may change with it */
 } KmsMilterState;
 
 /* A new state owning CFG (taken). */
@@ -45,9 +50,14 @@ void kms_state_release(KmsMilterState *s);
 /* Drop the current state at shutdown. */
 void kms_state_shutdown(void);
 
+/* Was KEY recorded less than seen_refresh ago? If not, the caller records
+ * it and calls kms_state_seen_add. */
+gboolean kms_state_seen(KmsMilterState *s, const char *key);
+void kms_state_seen_add(KmsMilterState *s, const char *key);
+
 /* The trust store (new reference: X509_STORE_free when done), refreshed
  * when older than trust_refresh. With the vault down the last good store
  * is kept; NULL only when none could ever be built. QID for log lines. */
-X509_STORE *kms_state_trust(KmsMilterState *s, const char *qid);
+X509_STORE *kms_state_trust(KmsMilterState *s, const char *qid, guint *generation);
 
 #endif

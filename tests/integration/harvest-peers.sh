@@ -12,7 +12,7 @@ pg_start
 CONF=$T/kms.conf
 write_config "$CONF" "$(printf '[log]\nlevel = debug')"
 PORT=$(free_port)
-sed -i "s|^socket = .*|socket = inet:$PORT@127.0.0.1\ndsn = host=$PGSOCK dbname=kms user=kms_milter\ntrust_refresh = 1s\nsystem_trust = no\nmax_message_size = 2m\nspool_memory = 64k|" "$CONF"
+sed -i "s|^socket = .*|socket = inet:$PORT@127.0.0.1\ndsn = host=$PGSOCK dbname=kms user=kms_milter\ntrust_refresh = 1s\nsystem_trust = no\nmax_message_size = 2m\nspool_memory = 64k\nseen_refresh = 0|" "$CONF"
 write_password "$T/pw" 'harvest test password'
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "init failed"
 

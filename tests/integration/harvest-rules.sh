@@ -11,7 +11,7 @@ pg_start
 CONF=$T/kms.conf
 write_config "$CONF" "$(printf '[log]\nlevel = info')"
 PORT=$(free_port)
-sed -i "s|^socket = .*|socket = inet:$PORT@127.0.0.1\ndsn = host=$PGSOCK dbname=kms user=kms_milter\nsystem_trust = no\nmax_message_size = 1m\nspool_memory = 16k\ndb_timeout = 2s|" "$CONF"
+sed -i "s|^socket = .*|socket = inet:$PORT@127.0.0.1\ndsn = host=$PGSOCK dbname=kms user=kms_milter\nsystem_trust = no\nmax_message_size = 1m\nspool_memory = 16k\ndb_timeout = 2s\nseen_refresh = 0|" "$CONF"
 write_password "$T/pw" 'rules test password'
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "init failed"
 
@@ -65,6 +65,19 @@ is "$(psql_kms "SELECT count(*) FROM capabilities")" 3 "a repeated signature add
 	ok "last_seen moves on" || not_ok "last_seen moves on"
 is "$(psql_kms "SELECT status FROM certificates WHERE sha256 = '$SHA'")" trusted "status trusted through the trust list"
 
+# seen_refresh: a signature recorded lately is not written again
+sed -i 's/^seen_refresh = 0$/seen_refresh = 1h/' "$CONF"
+kill -HUP "$MPID"
+n=0; while [ $n -lt 50 ] && [ "$(grep -c 'configuration reloaded' "$T/milter.log")" -lt 1 ]; do sleep 0.1; n=$((n + 1)); done
+check "with seen_refresh = 1h the message is recorded once more" send newest.eml
+SEEN=$(psql_kms "SELECT last_seen FROM certificates WHERE sha256 = '$SHA'")
+sleep 1
+check "and sent again" send newest.eml
+is "$(psql_kms "SELECT last_seen FROM certificates WHERE sha256 = '$SHA'")" "$SEEN" "the vault was not written for a signature just recorded"
+sed -i 's/^seen_refresh = 1h$/seen_refresh = 0/' "$CONF"
+kill -HUP "$MPID"
+n=0; while [ $n -lt 50 ] && [ "$(grep -c 'configuration reloaded' "$T/milter.log")" -lt 2 ]; do sleep 0.1; n=$((n + 1)); done
+
 # bigger than spool_memory (16k): spooled to an unlinked file, still harvested
 psql_kms "SET client_min_messages = warning; TRUNCATE certificates, certificate_addresses, capabilities CASCADE"
 sign spooled aes256-cbc 200000
@@ -85,7 +98,7 @@ check "vault down, on_db_error = accept: the signed message is accepted" send ne
 like "$T/milter.log" "cannot record harvested certificates: .*; message accepted \(on_db_error = accept\)" "and the failure is logged"
 sed -i "s|^system_trust = no|system_trust = no\non_db_error = tempfail|" "$CONF"
 kill -HUP "$MPID"
-n=0; while [ $n -lt 50 ] && [ "$(grep -c 'configuration reloaded' "$T/milter.log")" -lt 1 ]; do sleep 0.1; n=$((n + 1)); done
+n=0; while [ $n -lt 50 ] && [ "$(grep -c 'configuration reloaded' "$T/milter.log")" -lt 3 ]; do sleep 0.1; n=$((n + 1)); done
 check "vault down, on_db_error = tempfail: the signed message gets 451" send newest.eml tempfail
 like "$T/milter.log" "message deferred \(on_db_error = tempfail\)" "and the deferral is logged"
 check "an unsigned message is still accepted with the vault down" send "$top_srcdir/tests/integration/harvest-rules.sh"
