@@ -335,7 +335,9 @@ MILTERVER=$(dpkg-query -W -f '${Version}' libmilter1.0.1 2>/dev/null || echo "?"
 	echo "| kmsmilter signed, log level info ÷ warning | – | $(rr kms-unix-info:signed kms-unix:signed rate) | $(rr kms-unix-info:signed kms-unix:signed cpu) | | |"
 	echo
 	echo "After the run the vault held $NCERT harvested certificate row(s) and $NCAP capability row(s):"
-	echo "every signed message was recorded again (upsert, same signer), new rows only once per signing time."
+	echo "kmsmilter ran with the default [milter] seen_refresh = 1h, so after the first message of a signer"
+	echo "the vault is not written again for that signature: the figures are the steady state of a"
+	echo "correspondent who signs every mail."
 	echo "kmsmilter at level warning logged $LOGLINES line(s); at level info $INFOLINES."
 	if [ -s "$KEEP/load-errors.txt" ] || [ -s "$KEEP/inproc-errors.txt" ]; then
 		echo
