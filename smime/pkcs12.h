@@ -11,15 +11,19 @@
  *	          OpenSSL 3 writes by default; NSS (Thunderbird) reads it,
  *	          gpgsm 2.2 does not.
  *	  legacy  pbeWithSHAAnd3-KeyTripleDES-CBC for the key bags and the
- *	          certificate safe, MAC HMAC-SHA1. What gpgsm 2.2 and older
- *	          Windows/macOS releases read.
+ *	          certificate safe, MAC HMAC-SHA1, as `openssl pkcs12
+ *	          -export -legacy` writes it: what gpgsm 2.2 reads (with
+ *	          RSA keys; it crashes on EC keys), with salts chosen so
+ *	          that gpgsm's flawed key derivation gets them right (see
+ *	          pkcs12.c; without that, 9 of 300 files failed here).
  *	Both use KMS_P12_ITERATIONS for every key derivation and the MAC.
  * SECURITY
- *	The password is only handed to OpenSSL's PBE and MAC functions; it
- *	is not copied here, and never appears in error messages. Private
- *	keys are only ever written encrypted (shrouded key bags); their
- *	plaintext PKCS#8 form lives in OpenSSL objects that wipe themselves
- *	when freed. Callers own every object they pass.
+ *	The password is handed to OpenSSL's PBE and MAC functions and to
+ *	the salt check, which wipes its copy; it never appears in error
+ *	messages. Private keys are only ever written encrypted (shrouded
+ *	key bags); their plaintext PKCS#8 form lives in OpenSSL objects
+ *	that wipe themselves when freed. Callers own every object they
+ *	pass.
  * DIAGNOSTICS
  *	GError in KMS_P12_ERROR, one line, naming the entry (by subject)
  *	that was refused.
@@ -41,11 +45,12 @@ typedef enum {
 
 /*
  * Iterations of every password-based key derivation and of the MAC, in
- * both profiles: OpenSSL 3's default (PKCS12_DEFAULT_ITER). The files are
- * protected by one-time tokens of at least 100 random bits, which no
- * iteration count makes stronger or weaker; 2048 is what OpenSSL, NSS and
- * gpgsm write and read without surprises, and a recovery file with many
- * keys runs one derivation per key bag.
+ * both profiles: OpenSSL 3's default (PKCS12_DEFAULT_ITER). Enrollment
+ * and recovery protect the files with one-time tokens of at least 100
+ * random bits, which no iteration count makes stronger or weaker; 2048 is
+ * what OpenSSL, NSS and gpgsm write and read without surprises, and a
+ * recovery file with many keys runs one derivation per bag. Should users
+ * ever choose these passwords, raise it for the modern profile.
  */
 #define KMS_P12_ITERATIONS	2048
 
@@ -75,9 +80,13 @@ typedef struct {
  * (SHA-1 of the certificate) and the entry's friendly name. CHAIN
  * certificates become certificate bags with neither. The certificate
  * safe comes first, then the key safe, as OpenSSL and NSS write them.
+ * Order matters to gpgsm 2.2, which takes only the first key of a file
+ * (NSS and OpenSSL take all): put the key the user needs most first.
  * KMS_P12_ERROR_INVALID when there is no entry, a key does not match its
  * certificate, two entries share a certificate, a friendly name is not
- * UTF-8, or the password is missing, empty or not UTF-8.
+ * UTF-8, or the password is missing, empty or not UTF-8; in the legacy
+ * profile also when gpgsm could not use the password: longer than 31
+ * bytes, or characters beyond Latin-1.
  * Caller frees with g_bytes_unref.
  */
 GBytes *kms_p12_build(const KmsP12Entry *entries, guint n, STACK_OF(X509) *chain,
