@@ -13,6 +13,7 @@
  */
 #include "smime/ca.h"
 #include "smime/x509util.h"
+#include "tests/unit/testutil.h"
 
 #include <string.h>
 #include <time.h>
@@ -38,39 +39,6 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(X509_NAME, X509_NAME_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(EVP_PKEY, EVP_PKEY_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(X509Stack, x509_stack_free)
 
-/* A temporary directory removed with its files when the test ends. */
-typedef char TestDir;
-
-/* Make a private temporary directory; free with test_dir_free. */
-static TestDir *
-test_dir_new(void)
-{
-	g_autoptr(GError) err = NULL;
-	char *dir = g_dir_make_tmp("test-ca-XXXXXX", &err);
-
-	g_assert_no_error(err);
-	return dir;
-}
-
-/* Remove DIR's files and DIR itself. */
-static void
-test_dir_free(TestDir *dir)
-{
-	GDir *d = g_dir_open(dir, 0, NULL);
-	const char *name;
-
-	while (d && (name = g_dir_read_name(d)) != NULL) {
-		g_autofree char *path = g_build_filename(dir, name, NULL);
-
-		g_assert_cmpint(g_unlink(path), ==, 0);
-	}
-	if (d)
-		g_dir_close(d);
-	g_assert_cmpint(g_rmdir(dir), ==, 0);
-	g_free(dir);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(TestDir, test_dir_free)
-
 /* Write CERT, or else KEY's private half, as PEM to DIR/NAME. */
 static void
 write_pem(const char *dir, const char *name, X509 *cert, EVP_PKEY *key)
@@ -82,22 +50,6 @@ write_pem(const char *dir, const char *name, X509 *cert, EVP_PKEY *key)
 	g_assert_cmpint(cert ? PEM_write_bio_X509(b, cert) :
 	    PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL), ==, 1);
 	BIO_free(b);
-}
-
-/* Run ARGV in DIR; *OUTPUT gets stdout and stderr. TRUE on exit 0. */
-static gboolean
-run(const char *dir, const char *const *argv, char **output)
-{
-	g_autoptr(GError) err = NULL;
-	g_autofree char *out = NULL;
-	g_autofree char *errs = NULL;
-	int status;
-
-	g_spawn_sync(dir, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL,
-	    NULL, &out, &errs, &status, &err);
-	g_assert_no_error(err);
-	*output = g_strconcat(out, errs, NULL);
-	return g_spawn_check_wait_status(status, NULL);
 }
 
 /*
@@ -125,7 +77,7 @@ assert_openssl(const char *dir, const char *purpose, gboolean sub,
 		argv[n++] = "sub.pem";
 	}
 	argv[n] = "leaf.pem";
-	if (run(dir, argv, &out) != ok || strstr(out, want) == NULL)
+	if (test_run(dir, argv, &out) != ok || strstr(out, want) == NULL)
 		g_error("openssl verify -purpose %s: got \"%s\", want "
 		    "\"%s\" and %s", purpose ? purpose : "(none)",
 		    g_strstrip(out), want, ok ? "exit 0" : "a failure");
@@ -144,9 +96,9 @@ assert_cms_round_trip(const char *dir)
 	g_autofree char *plain = NULL;
 
 	g_assert_true(g_file_set_contents(path, "secret text\n", -1, NULL));
-	if (!run(dir, enc, &out))
+	if (!test_run(dir, enc, &out))
 		g_error("openssl cms -encrypt: got \"%s\", want exit 0", out);
-	if (!run(dir, dec, &plain))
+	if (!test_run(dir, dec, &plain))
 		g_error("openssl cms -decrypt: got \"%s\", want exit 0", plain);
 	g_assert_cmpstr(plain, ==, "secret text\n");
 }
@@ -380,7 +332,7 @@ test_root(gconstpointer data)
 	KmsKeyType t = GPOINTER_TO_INT(data);
 	EVP_PKEY *key = CA_KEY(t);
 	g_autoptr(X509) root = make_root(key, "CN=Test Root, O=Example", 3650);
-	g_autoptr(TestDir) dir = test_dir_new();
+	g_autoptr(TestDir) dir = test_dir_new("test-ca");
 	const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(root);
 	const ASN1_OCTET_STRING *aki = X509_get0_authority_key_id(root);
 	g_autofree char *subj = kms_x509_name_text(X509_get_subject_name(root));
@@ -461,7 +413,7 @@ test_issue_openssl(gconstpointer data)
 	    3650);
 	g_autoptr(X509) leaf = issue(root, ca_key, pub, c->profile,
 	    "http://pki.example.org/kms.crl");
-	g_autoptr(TestDir) dir = test_dir_new();
+	g_autoptr(TestDir) dir = test_dir_new("test-ca");
 	gboolean ec = c->subject == KMS_KEY_P256;
 
 	write_pem(dir, "root.pem", root, NULL);
@@ -705,7 +657,7 @@ test_chain_good(void)
 	Chain *c = good_chain();
 	g_autoptr(GError) err = NULL;
 	g_autoptr(X509) leaf = NULL;
-	g_autoptr(TestDir) dir = test_dir_new();
+	g_autoptr(TestDir) dir = test_dir_new("test-ca");
 
 	g_assert_true(kms_ca_check_chain(CHAIN_KEY(0), c->sub, c->chain, 365,
 	    &err));
@@ -811,7 +763,7 @@ test_x509util_matches_openssl(void)
 {
 	g_autoptr(X509) root = make_root(CA_KEY(KMS_KEY_P256), "CN=Test Root",
 	    30);
-	g_autoptr(TestDir) dir = test_dir_new();
+	g_autoptr(TestDir) dir = test_dir_new("test-ca");
 	const char *argv[] = {"openssl", "x509", "-noout", "-in", "root.pem",
 	    "-fingerprint", "-sha256", "-serial", NULL};
 	g_autofree char *out = NULL;
@@ -829,7 +781,7 @@ test_x509util_matches_openssl(void)
 	const guchar *data = g_bytes_get_data(der, &len);
 
 	write_pem(dir, "root.pem", root, NULL);
-	g_assert_true(run(dir, argv, &out));
+	g_assert_true(test_run(dir, argv, &out));
 	lower = g_ascii_strdown(out, -1);
 	lines = g_strsplit(lower, "\n", -1);
 	g_assert_true(g_str_has_prefix(lines[0], "sha256 fingerprint="));
@@ -878,7 +830,7 @@ test_x509util_pem_file(void)
 {
 	g_autoptr(X509) a = make_root(CA_KEY(KMS_KEY_P256), "CN=First", 30);
 	g_autoptr(X509) b = make_root(CA_KEY(KMS_KEY_P256), "CN=Second", 30);
-	g_autoptr(TestDir) dir = test_dir_new();
+	g_autoptr(TestDir) dir = test_dir_new("test-ca");
 	g_autofree char *pa = kms_x509_to_pem(a);
 	g_autofree char *pb = kms_x509_to_pem(b);
 	g_autofree char *both = g_strconcat("junk before\n", pa, pb, NULL);

@@ -15,6 +15,7 @@
 #include "smime/ca.h"
 #include "smime/crl.h"
 #include "smime/x509util.h"
+#include "tests/unit/testutil.h"
 
 #include <string.h>
 #include <sys/stat.h>
@@ -87,39 +88,6 @@ ca_clear(Ca *c)
 	EVP_PKEY_free(c->user_key);
 }
 
-/* A temporary directory removed with its files when the test ends. */
-typedef char TestDir;
-
-/* Make a private temporary directory; free with test_dir_free. */
-static TestDir *
-test_dir_new(void)
-{
-	g_autoptr(GError) err = NULL;
-	char *dir = g_dir_make_tmp("test-crl-XXXXXX", &err);
-
-	g_assert_no_error(err);
-	return dir;
-}
-
-/* Remove DIR's files and DIR itself. */
-static void
-test_dir_free(TestDir *dir)
-{
-	GDir *d = g_dir_open(dir, 0, NULL);
-	const char *name;
-
-	while (d && (name = g_dir_read_name(d)) != NULL) {
-		g_autofree char *path = g_build_filename(dir, name, NULL);
-
-		g_assert_cmpint(g_unlink(path), ==, 0);
-	}
-	if (d)
-		g_dir_close(d);
-	g_assert_cmpint(g_rmdir(dir), ==, 0);
-	g_free(dir);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(TestDir, test_dir_free)
-
 /* Write CERT as PEM to DIR/NAME. */
 static void
 write_cert(const char *dir, const char *name, X509 *cert)
@@ -130,22 +98,6 @@ write_cert(const char *dir, const char *name, X509 *cert)
 
 	g_file_set_contents(path, pem, -1, &err);
 	g_assert_no_error(err);
-}
-
-/* Run ARGV in DIR; *output gets stdout and stderr. TRUE on exit 0. */
-static gboolean
-run(const char *dir, const char *const *argv, char **output)
-{
-	g_autoptr(GError) err = NULL;
-	g_autofree char *out = NULL;
-	g_autofree char *errs = NULL;
-	int status;
-
-	g_spawn_sync(dir, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL,
-	    NULL, &out, &errs, &status, &err);
-	g_assert_no_error(err);
-	*output = g_strconcat(out, errs, NULL);
-	return g_spawn_check_wait_status(status, NULL);
 }
 
 /* Build a CRL of C or fail the test; caller frees. */
@@ -180,7 +132,7 @@ assert_crl_verifies(const char *dir)
 	    "crl", "-CAfile", "ca.pem", "-noout", "-verify", NULL};
 	g_autofree char *out = NULL;
 
-	if (!run(dir, argv, &out) || !strstr(out, "verify OK"))
+	if (!test_run(dir, argv, &out) || !strstr(out, "verify OK"))
 		g_error("openssl crl -verify: got \"%s\", want \"verify OK\"",
 		    g_strstrip(out));
 }
@@ -197,7 +149,7 @@ assert_verify(const char *dir, X509 *cert, gboolean revoked)
 	g_autofree char *serial = kms_x509_serial_hex(cert);
 
 	write_cert(dir, "leaf.pem", cert);
-	if (run(dir, argv, &out) == revoked || !strstr(out, want))
+	if (test_run(dir, argv, &out) == revoked || !strstr(out, want))
 		g_error("openssl verify -crl_check of serial %s: got \"%s\", "
 		    "want \"%s\" and %s", serial, g_strstrip(out), want,
 		    revoked ? "a failure" : "exit 0");
@@ -209,7 +161,7 @@ static void
 test_two_of_three(gconstpointer data)
 {
 	Ca *c = ca_get((Ca *) data);
-	g_autoptr(TestDir) dir = test_dir_new();
+	g_autoptr(TestDir) dir = test_dir_new("test-crl");
 	KmsRevoked r[] = {
 		{c->serial[2], time(NULL) - 3600, CRL_REASON_KEY_COMPROMISE},
 		{c->serial[0], time(NULL) - 60, CRL_REASON_SUPERSEDED},
@@ -228,7 +180,7 @@ test_two_of_three(gconstpointer data)
 	    "sha256WithRSAEncryption"};
 
 	publish(dir, c, crl);
-	g_assert_true(run(dir, text, &out));
+	g_assert_true(test_run(dir, text, &out));
 	for (size_t i = 0; i < G_N_ELEMENTS(want); i++)
 		if (!strstr(out, want[i]))
 			g_error("openssl crl -text: got \"%s\", want \"%s\"",
@@ -247,14 +199,14 @@ static void
 test_empty(gconstpointer data)
 {
 	Ca *c = ca_get((Ca *) data);
-	g_autoptr(TestDir) dir = test_dir_new();
+	g_autoptr(TestDir) dir = test_dir_new("test-crl");
 	g_autoptr(X509_CRL) crl = build(c, NULL, 0, 1);
 	const char *text[] = {"openssl", "crl", "-in", "crl.pem", "-noout",
 	    "-text", NULL};
 	g_autofree char *out = NULL;
 
 	publish(dir, c, crl);
-	g_assert_true(run(dir, text, &out));
+	g_assert_true(test_run(dir, text, &out));
 	if (!strstr(out, "No Revoked Certificates."))
 		g_error("openssl crl -text: got \"%s\", want \"No Revoked "
 		    "Certificates.\"", out);
@@ -514,7 +466,7 @@ static void
 test_write(void)
 {
 	Ca *c = ca_get(&p256_ca);
-	g_autoptr(TestDir) dir = test_dir_new();
+	g_autoptr(TestDir) dir = test_dir_new("test-crl");
 	g_autoptr(X509_CRL) first = build(c, NULL, 0, 1);
 	g_autoptr(X509_CRL) second = build(c, NULL, 0, 2);
 	g_autofree char *missing = g_build_filename(dir, "missing", NULL);

@@ -19,6 +19,7 @@
 #include "smime/ca.h"
 #include "smime/pkcs12.h"
 #include "smime/x509util.h"
+#include "tests/unit/testutil.h"
 
 #include <fcntl.h>
 #include <string.h>
@@ -87,23 +88,6 @@ user_cert(EVP_PKEY *key)
 	g_assert_no_error(err);
 	return cert;
 }
-
-/* A temporary directory removed with everything in it when a test ends. */
-typedef char TestDir;
-
-/* Remove DIR and everything in it (NSS databases, GNUPGHOME). */
-static void
-test_dir_free(TestDir *dir)
-{
-	const char *argv[] = {"rm", "-rf", dir, NULL};
-	int status = -1;
-
-	g_assert_true(g_spawn_sync(NULL, (char **) argv, NULL,
-	    G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, &status, NULL));
-	g_assert_cmpint(status, ==, 0);
-	g_free(dir);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(TestDir, test_dir_free)
 
 /* Write LEN bytes of DATA to DIR/NAME. */
 static void
