@@ -286,6 +286,9 @@ static const struct {
 	{"passwd", cmd_passwd, "change the startup password"},
 	{"ca", kmsctl_cmd_ca, "show or install the CA certificate"},
 	{"enroll", kmsctl_cmd_enroll, "enroll users: one-time tokens and token mails"},
+	{"recover", kmsctl_cmd_recover, "key recovery: token mail, then a PKCS#12 of the key history"},
+	{"revoke", kmsctl_cmd_revoke, "revoke a user's certificates or one serial; new CRL"},
+	{"crl", kmsctl_cmd_crl, "print or save the current CRL"},
 	{"cert", kmsctl_cmd_cert, "list and show issued and harvested certificates"},
 	{"ctl", kmsctl_cmd_ctl, "certificate trust list: external roots for harvested chains"},
 };

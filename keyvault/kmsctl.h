@@ -50,5 +50,8 @@ int kmsctl_cmd_ca(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_cert(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_ctl(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv);
+int kmsctl_cmd_recover(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_enroll.c */
+int kmsctl_cmd_revoke(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_revoke.c */
+int kmsctl_cmd_crl(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_revoke.c */
 
 #endif

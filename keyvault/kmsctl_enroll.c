@@ -185,3 +185,10 @@ kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv)
 	kms_vault_close(v);
 	return failed || e ? KMSCTL_FAIL : KMSCTL_OK;
 }
+
+int
+kmsctl_cmd_recover(KmsCtl *ctl, int argc, char **argv)
+{
+	(void)ctl; (void)argc; (void)argv;
+	return kmsctl_fail("recover is not implemented yet");
+}

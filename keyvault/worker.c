@@ -12,60 +12,10 @@
 #include "common/log.h"
 #include "common/template.h"
 #include "keyvault/db.h"
+#include "keyvault/crlpub.h"
+#include "keyvault/issue.h"
+#include "keyvault/mailtemplates.h"
 #include "keyvault/queuekey.h"
-
-static const char tpl_enroll[] =
-    "Subject: Your S/MIME certificate for ${address}\n"
-    "\n"
-    "Hello,\n"
-    "\n"
-    "the key management service of your organisation is ready to issue an\n"
-    "S/MIME encryption certificate for ${address}.\n"
-    "\n"
-    "To enroll, reply to this message - the reply goes to ${enroll_address} -\n"
-    "and keep the following line in your reply:\n"
-    "\n"
-    "Token: ${token}\n"
-    "\n"
-    "The token works once and until ${expiry}. You will then receive your key\n"
-    "and certificates as a PKCS#12 file; its password is this token.\n"
-    "\n"
-    "If you did not expect this message, ignore it: nothing happens without\n"
-    "your reply.\n";
-
-static const char tpl_enroll_oob[] =
-    "Subject: Your S/MIME certificate for ${address}\n"
-    "\n"
-    "Hello,\n"
-    "\n"
-    "the key management service of your organisation is ready to issue an\n"
-    "S/MIME encryption certificate for ${address}.\n"
-    "\n"
-    "Your administrator gives you a token in person. To enroll, reply to this\n"
-    "message - the reply goes to ${enroll_address} - and write the token in\n"
-    "your reply on a line of its own:\n"
-    "\n"
-    "Token: XXXXX-XXXXX-XXXXX-XXXXX-XXXXX\n"
-    "\n"
-    "The token works once and until ${expiry}.\n";
-
-static const char tpl_expired[] =
-    "Subject: Your key management request expired\n"
-    "\n"
-    "Hello,\n"
-    "\n"
-    "a request of the key management service for ${address} (${kind})\n"
-    "waited longer than allowed and expired without being carried out.\n"
-    "Nothing was issued or sent. Ask your administrator to start it again.\n";
-
-static const struct {
-	const char *name;
-	const char *builtin;
-} templates[] = {
-	{"enroll", tpl_enroll},
-	{"enroll-oob", tpl_enroll_oob},
-	{"expired", tpl_expired},
-};
 
 gboolean
 kms_worker_init(KmsWorker *w, KmsVault *v, const KmsConfig *cfg, GError **err)
@@ -85,19 +35,16 @@ kms_worker_clear(KmsWorker *w)
 	w->queue_priv = kms_secret_free(w->queue_priv);
 }
 
-/* Render template NAME with VARS and mail it to TO. */
-static gboolean
-send_template(KmsWorker *w, const char *name, const char *to, const char *const *vars,
+gboolean
+kms_worker_send(KmsWorker *w, const char *name, const char *to, const char *const *vars,
+    const char *attachment_name, const char *attachment_type, GBytes *attachment,
     GError **err)
 {
-	const char *builtin = NULL;
+	const char *builtin = kms_mail_template_builtin(name);
 	g_autofree char *text = NULL, *out = NULL, *subject = NULL, *body = NULL;
 	g_autofree char *reply_to = NULL;
 	const char *enroll = kms_config_get(w->cfg, "milter", "enroll_address");
 
-	for (gsize i = 0; i < G_N_ELEMENTS(templates); i++)
-		if (strcmp(templates[i].name, name) == 0)
-			builtin = templates[i].builtin;
 	if (builtin == NULL) {
 		g_set_error(err, KMS_TEMPLATE_ERROR, KMS_TEMPLATE_ERROR_UNKNOWN,
 		    "no template named %s", name);
@@ -115,7 +62,8 @@ send_template(KmsWorker *w, const char *name, const char *to, const char *const 
 		return FALSE;
 	if (enroll)
 		reply_to = g_strdup_printf("Reply-To: %s\r\n", enroll);
-	return kms_mail_send(&w->mailer, to, subject, body, NULL, NULL, NULL, reply_to, NULL, err);
+	return kms_mail_send(&w->mailer, to, subject, body, attachment_name, attachment_type,
+	    attachment, reply_to, NULL, err);
 }
 
 /* A "mail" request: the token mail of kmsctl enroll / recover. */
@@ -151,8 +99,23 @@ do_mail(KmsWorker *w, gint64 id, const char *payload, const char *address, GErro
 			"token", token ? (const char *)token->data : "", NULL
 		};
 
-		return send_template(w, tpl, address, vars, err);
+		return kms_worker_send(w, tpl, address, vars, NULL, NULL, NULL, err);
 	}
+}
+
+/* Do request ID of KIND; everything in the caller's transaction. */
+static gboolean
+do_request(KmsWorker *w, gint64 id, const char *kind, const char *payload, gint64 user_id,
+    const char *address, GError **err)
+{
+	if (strcmp(kind, "mail") == 0)
+		return do_mail(w, id, payload, address, err);
+	if (strcmp(kind, "enroll") == 0 || strcmp(kind, "recover") == 0)
+		return kms_work_enroll(w, id, kind, payload, user_id, address, err);
+	if (strcmp(kind, "crl") == 0)
+		return kms_work_crl(w, id, err);
+	g_set_error(err, KMS_DB_ERROR, KMS_DB_ERROR_QUERY, "unknown request kind %s", kind);
+	return FALSE;
 }
 
 gboolean
@@ -168,9 +131,9 @@ kms_worker_run_one(KmsWorker *w, gboolean *did, GError **err)
 	*did = FALSE;
 	if (!kms_db_begin(db, err))
 		return FALSE;
-	r = kms_db_run(db, "SELECT r.id, r.kind, r.payload::text, u.address FROM requests r"
-	    " JOIN users u ON u.id = r.user_id"
-	    " WHERE r.status = 'queued' AND r.expires_at > now() AND r.kind IN ('mail')"
+	r = kms_db_run(db, "SELECT r.id, r.kind, r.payload::text, coalesce(u.address, ''),"
+	    " coalesce(r.user_id, 0) FROM requests r LEFT JOIN users u ON u.id = r.user_id"
+	    " WHERE r.status = 'queued' AND r.expires_at > now()"
 	    " ORDER BY r.id FOR UPDATE OF r SKIP LOCKED LIMIT 1", NULL, err);
 	if (r == NULL || PQntuples(r) == 0) {
 		kms_db_rollback(db);
@@ -178,11 +141,12 @@ kms_worker_run_one(KmsWorker *w, gboolean *did, GError **err)
 	}
 	*did = TRUE;
 	id = kms_db_get_int(r, 0, 0);
-	ok = do_mail(w, id, PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3), &e);
+	ok = do_request(w, id, PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), kms_db_get_int(r, 0, 4),
+	    PQgetvalue(r, 0, 3), &e);
 	kms_db_param_int(&p, id);
 	if (ok) {
-		kms_info("request %" G_GINT64_FORMAT ": %s mail sent to %s", id, PQgetvalue(r, 0, 1),
-		    PQgetvalue(r, 0, 3));
+		kms_info("request %" G_GINT64_FORMAT " (%s) done%s%s", id, PQgetvalue(r, 0, 1),
+		    *PQgetvalue(r, 0, 3) ? " for " : "", PQgetvalue(r, 0, 3));
 		ok = kms_db_exec(db, "UPDATE requests SET status = 'done', finished_at = now(),"
 		    " attempts = attempts + 1, last_error = NULL,"
 		    " payload = payload - 'sealed_token' WHERE id = $1", &p, err) &&
@@ -221,7 +185,7 @@ kms_worker_expire(KmsWorker *w)
 
 		kms_warn("request %s (%s) for %s expired unprocessed", PQgetvalue(r, i, 0),
 		    PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
-		if (!send_template(w, "expired", PQgetvalue(r, i, 2), vars, &me))
+		if (!kms_worker_send(w, "expired", PQgetvalue(r, i, 2), vars, NULL, NULL, NULL, &me))
 			kms_warn("cannot tell %s that request %s expired: %s", PQgetvalue(r, i, 2),
 			    PQgetvalue(r, i, 0), me->message);
 	}

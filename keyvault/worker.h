@@ -8,6 +8,8 @@
  *	same transaction. A request that fails (the MTA is down) stays queued
  *	with its attempt count and last error and is tried again later; one
  *	that waited past its expires_at is expired with a mail to the user.
+ *	Kinds: "mail" (token mails, here), "enroll" and "recover" (issue.h),
+ *	"crl" (crlpub.h).
  *	Kinds handled now: "mail" (token mails from kmsctl enroll).
  * SECURITY
  *	Holds the vault's queue key; opens queued tokens only to write them
@@ -35,6 +37,13 @@ typedef struct {
 /* Load the queue key; FALSE with *err when the vault has none. */
 gboolean kms_worker_init(KmsWorker *w, KmsVault *v, const KmsConfig *cfg, GError **err);
 void kms_worker_clear(KmsWorker *w);
+
+/* Render template NAME (mailtemplates.h, or its file in [enrollment]
+ * template_dir) with VARS (name, value, ..., NULL) and mail it to TO with
+ * Reply-To the enroll address and an optional attachment. */
+gboolean kms_worker_send(KmsWorker *w, const char *name, const char *to, const char *const *vars,
+    const char *attachment_name, const char *attachment_type, GBytes *attachment,
+    GError **err);
 
 /* Claim and do one request. *did is FALSE when none was waiting. A failed
  * request is recorded and FALSE returned with *err. */

@@ -35,7 +35,9 @@ CREATE TABLE ca (
 	csr		bytea,			-- DER, for a subordinate CA
 	key_version	integer NOT NULL,
 	sealed_key	bytea NOT NULL,		-- PKCS#8 DER, sealed
-	crl_number	bigint NOT NULL DEFAULT 0,
+	crl_number	bigint NOT NULL DEFAULT 0,	-- of the last CRL published
+	crl		bytea,			-- that CRL (DER), NULL before the first
+	crl_next_update	timestamptz,		-- its nextUpdate
 	created_at	timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX ca_one_active ON ca ((true)) WHERE status = 'active';
@@ -60,6 +62,9 @@ CREATE TABLE tokens (
 	attempts	integer NOT NULL DEFAULT 0,
 	status		text NOT NULL DEFAULT 'pending'
 			CHECK (status IN ('pending', 'used', 'expired', 'locked', 'cancelled')),
+	-- [enrollment] p12_password = pin: the PIN, sealed to kmsd's queue key
+	-- (label "p12-pin", this row's id); kms_milter cannot read it
+	sealed_pin	bytea,
 	created_at	timestamptz NOT NULL DEFAULT now(),
 	used_at		timestamptz
 );
@@ -109,7 +114,7 @@ CREATE UNIQUE INDEX capabilities_once ON capabilities (certificate_id, lower(add
 CREATE TABLE escrowed_keys (
 	id		bigserial PRIMARY KEY,
 	user_id		bigint NOT NULL REFERENCES users (id),
-	certificate_id	bigint REFERENCES certificates (id),
+	certificate_id	bigint UNIQUE REFERENCES certificates (id),
 	key_type	text NOT NULL,
 	key_version	integer NOT NULL,
 	sealed_key	bytea NOT NULL,		-- PKCS#8 DER, sealed
@@ -144,10 +149,14 @@ CREATE TABLE policy (
 	PRIMARY KEY (scope, name, key)
 );
 
--- Work for kmsd: enrollments, recoveries, CRL refresh, exports.
+-- Work for kmsd: token mails, enrollments, recoveries, CRL refresh.
+-- kind 'mail': payload {template, token_id, expires, sealed_token};
+-- 'enroll' / 'recover' (queued by kmsmilter when a reply's token is
+-- consumed): {token_id, sealed_password (absent in pin mode), csr
+-- (base64 DER, enroll only), reply_from, auth, queue_id}; 'crl': {}.
 CREATE TABLE requests (
 	id		bigserial PRIMARY KEY,
-	kind		text NOT NULL,
+	kind		text NOT NULL CHECK (kind IN ('mail', 'enroll', 'recover', 'crl')),
 	status		text NOT NULL DEFAULT 'queued'
 			CHECK (status IN ('queued', 'awaiting-approval', 'running',
 			    'done', 'failed', 'expired', 'rejected')),

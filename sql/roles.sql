@@ -31,6 +31,9 @@ GRANT INSERT ON requests TO kms_milter;
 -- the CA's public certificate and chain (trust anchor for harvesting), never its key
 GRANT SELECT (id, status, certificate, chain) ON ca TO kms_milter;
 GRANT SELECT (id, kind, status, user_id, created_at, expires_at) ON requests TO kms_milter;
+-- the queue key's public half: the milter seals the reply's token (the
+-- PKCS#12 password) to kmsd with it
+GRANT SELECT (id, public_key) ON queue_key TO kms_milter;
 GRANT USAGE ON SEQUENCE certificates_id_seq, capabilities_id_seq, requests_id_seq TO kms_milter;
 
 -- kmsd: everything it needs to run the CA and escrow keys.

@@ -21,13 +21,15 @@ done
 
 for q in "SELECT sealed_key FROM escrowed_keys" "SELECT * FROM escrowed_keys" \
 	"SELECT sealed_key FROM ca" "SELECT wrapped_key FROM vault_seal" \
-	"SELECT sealed_private FROM admins" \
+	"SELECT sealed_private FROM admins" "SELECT sealed_private FROM queue_key" \
+	"SELECT sealed_pin FROM tokens" "SELECT * FROM tokens" \
 	"UPDATE escrowed_keys SET key_type = 'x'" "DELETE FROM audit"; do
 	expect_exit 1 "kms_milter is refused: $q" as_role kms_milter "$q"
 	like "$T/err" "permission denied" "  ... with permission denied"
 done
 check "kms_milter reads certificates" as_role kms_milter "SELECT count(*) FROM certificates"
 check "kms_milter reads token hashes to check replies" as_role kms_milter "SELECT token_hash, status FROM tokens"
+check "kms_milter reads the queue key's public half" as_role kms_milter "SELECT public_key FROM queue_key"
 check "kms_milter records a harvested certificate" as_role kms_milter \
 	"INSERT INTO certificates (source, status, sha256, serial, subject, issuer, not_before, not_after, der) VALUES ('harvested', 'trusted', repeat('a', 64), '01', 'CN=x', 'CN=y', now(), now(), '\\x00')"
 check "kms_milter queues a request" as_role kms_milter \

@@ -1,0 +1,6 @@
+/*
+ * NAME
+ *	reply - token consumption (see reply.h)
+ */
+#include "autoconfig.h"
+#include "reply.h"

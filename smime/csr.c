@@ -1,0 +1,6 @@
+/*
+ * NAME
+ *	csr - PKCS#10 requests (see csr.h)
+ */
+#include "autoconfig.h"
+#include "csr.h"
