@@ -1,0 +1,4 @@
+#!/bin/sh
+# placeholder: being written
+. "$top_srcdir/tests/lib.sh"
+skip_all "being written"
