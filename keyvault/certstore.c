@@ -41,10 +41,11 @@ text_array(GPtrArray *names)
 	return g_string_free(s, FALSE);
 }
 
-/* Insert or refresh one harvested certificate; *id gets its row. */
+/* Insert or refresh one certificate (SOURCE harvested or issued, for
+ * USER_ID when not 0); *id gets its row. */
 static gboolean
-upsert_cert(PGconn *c, X509 *x, const char *usage, const char *status, const char *detail,
-    gint64 *id, GError **err)
+upsert_cert(PGconn *c, X509 *x, const char *source, const char *usage, const char *status,
+    const char *detail, gint64 user_id, gint64 *id, GError **err)
 {
 	KmsDbParams p = KMS_DB_PARAMS_INIT;
 	g_autofree char *sha = kms_x509_sha256_hex(x);
@@ -72,10 +73,15 @@ upsert_cert(PGconn *c, X509 *x, const char *usage, const char *status, const cha
 	kms_db_param_text(&p, nb);
 	kms_db_param_text(&p, na);
 	kms_db_param_bytes(&p, g_bytes_get_data(der, NULL), g_bytes_get_size(der));
+	kms_db_param_text(&p, source);
+	if (user_id > 0)
+		kms_db_param_int(&p, user_id);
+	else
+		kms_db_param_text(&p, NULL);
 	r = kms_db_run(c,
 	    "INSERT INTO certificates (source, usage, status, status_detail, sha256, serial,"
-	    " subject, issuer, not_before, not_after, der)"
-	    " VALUES ('harvested', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+	    " subject, issuer, not_before, not_after, der, user_id)"
+	    " VALUES ($11, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12::bigint)"
 	    " ON CONFLICT (sha256) DO UPDATE SET last_seen = now(),"
 	    "  usage = COALESCE(certificates.usage, excluded.usage),"
 	    "  status = CASE WHEN certificates.source = 'harvested' THEN excluded.status"
@@ -95,6 +101,16 @@ upsert_cert(PGconn *c, X509 *x, const char *usage, const char *status, const cha
 			return FALSE;
 	}
 	return TRUE;
+}
+
+gint64
+kms_certstore_add_issued(PGconn *c, X509 *cert, const char *usage, gint64 user_id, GError **err)
+{
+	gint64 id = 0;
+
+	if (!upsert_cert(c, cert, "issued", usage, "valid", NULL, user_id, &id, err))
+		return 0;
+	return id;
 }
 
 /* Status of a certificate carried along (not a signer): its own chain. */
@@ -136,7 +152,7 @@ kms_certstore_record(PGconn *c, const KmsHarvestResult *r, X509_STORE *trust, ti
 		if (s->status == KMS_SIGNER_BAD_SIGNATURE || s->cert == NULL)
 			continue;
 		sha = kms_x509_sha256_hex(s->cert);
-		if (!upsert_cert(c, s->cert, "signing", kms_signer_status_name(s->status), s->detail,
+		if (!upsert_cert(c, s->cert, "harvested", "signing", kms_signer_status_name(s->status), s->detail, 0,
 		    &id, err))
 			goto fail;
 		g_hash_table_replace(ids, g_steal_pointer(&sha), g_memdup2(&id, sizeof(id)));
@@ -145,7 +161,7 @@ kms_certstore_record(PGconn *c, const KmsHarvestResult *r, X509_STORE *trust, ti
 			g_autofree char *kdetail = NULL;
 			const char *kst = carried_status(s->key_preference, trust, r->certs, &kdetail);
 
-			if (!upsert_cert(c, s->key_preference, "encryption", kst, kdetail, &kp, err))
+			if (!upsert_cert(c, s->key_preference, "harvested", "encryption", kst, kdetail, 0, &kp, err))
 				goto fail;
 			g_hash_table_replace(ids, g_steal_pointer(&ksha), g_memdup2(&kp, sizeof(kp)));
 		}
@@ -179,7 +195,7 @@ kms_certstore_record(PGconn *c, const KmsHarvestResult *r, X509_STORE *trust, ti
 		if (sha == NULL || g_hash_table_contains(ids, sha))
 			continue;
 		st = carried_status(x, trust, r->certs, &detail);
-		if (!upsert_cert(c, x, is_ca(x) ? NULL : "encryption", st, detail, &id, err))
+		if (!upsert_cert(c, x, "harvested", is_ca(x) ? NULL : "encryption", st, detail, 0, &id, err))
 			goto fail;
 		g_hash_table_replace(ids, g_steal_pointer(&sha), g_memdup2(&id, sizeof(id)));
 	}

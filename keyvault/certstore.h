@@ -36,6 +36,12 @@ gboolean kms_certstore_record(PGconn *c, const KmsHarvestResult *r, X509_STORE *
  * (may be NULL) gets the number of vault certificates added. */
 X509_STORE *kms_trust_load(PGconn *c, gboolean system, guint *anchors, GError **err);
 
+/* Record a certificate the internal CA issued to USER_ID for USAGE
+ * ("encryption" or "signing"), status valid, with its SAN addresses, in
+ * the caller's transaction. Returns the new row id, 0 with *err. */
+gint64 kms_certstore_add_issued(PGconn *c, X509 *cert, const char *usage, gint64 user_id,
+    GError **err);
+
 /* Trust list: add the certificate (a CA) at DER; remove by fingerprint. */
 gboolean kms_ctl_add(PGconn *c, X509 *cert, const char *added_by, gboolean *existed, GError **err);
 gboolean kms_ctl_remove(PGconn *c, const char *sha256, gboolean *found, GError **err);
