@@ -13,22 +13,8 @@
 # the milter really is in the path; restarted, it harvests the same message
 # again to the same result.
 . "$top_srcdir/tests/lib.sh"
-[ "$(id -u)" = 0 ] || skip_all "needs root: the Postfix master process runs as root"
-POSTFIX=$(command -v postfix || echo /usr/sbin/postfix)
-[ -x "$POSTFIX" ] || bail "postfix not installed (Debian: postfix)"
-command -v swaks >/dev/null || bail "swaks not installed (Debian: swaks)"
-id -u postfix >/dev/null 2>&1 || bail "no postfix account (install the Debian postfix package)"
-getent group postdrop >/dev/null || bail "no postdrop group (install the Debian postfix package)"
+. "$top_srcdir/tests/postfix.sh"
 
-# wait_until SECONDS CMD...: poll CMD every 0.2 s until it succeeds; 1 on timeout.
-wait_until() {
-	local n=0 max=$(($1 * 5)); shift
-	while ! "$@" >/dev/null 2>&1; do
-		n=$((n + 1)); [ $n -ge $max ] && return 1
-		sleep 0.2
-	done
-	return 0
-}
 # maildir_has N: at least N messages delivered.
 maildir_has() { [ "$(find "$T/mail/user/new" -type f 2>/dev/null | wc -l)" -ge "$1" ]; }
 # exited PID: the child PID has exited (gone, or a zombie waiting for wait)
@@ -39,9 +25,6 @@ stop_milter() {
 	wait_until 30 exited "$MPID" || { diag "kmsmilter ignored SIGTERM for 30 s"; kill -KILL "$MPID"; }
 	wait "$MPID"; rc=$?
 }
-# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
-port_open() { python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1"; }
-
 set -- $(python3 -c '
 import socket
 a, b = socket.socket(), socket.socket()
@@ -147,94 +130,11 @@ wait_until 10 grep -q "listening on" "$T/milter.log"
 like "$T/milter.log" "listening on inet:$MILTERPORT@127.0.0.1" "kmsmilter listens on 127.0.0.1:$MILTERPORT"
 
 # --- a private Postfix -------------------------------------------------------
-PF=$T/postfix
-mkdir -p "$PF" "$T/pfspool" "$T/pfdata" "$T/mail"
-chown postfix "$T/pfdata" "$T/mail"
-: >"$T/postfix.log"
-cat >"$PF/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $T/pfspool
-data_directory = $T/pfdata
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mx.example.net
-mydomain = example.net
-myorigin = \$myhostname
-mydestination =
-relay_domains =
-relayhost =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtputf8_enable = no
-smtpd_peername_lookup = no
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-alias_maps =
-alias_database =
-biff = no
-maillog_file = $T/postfix.log
-maillog_file_prefixes = $T
-virtual_mailbox_domains = example.org
-virtual_mailbox_base = $T/mail
-virtual_mailbox_maps = inline:{ user@example.org=user/ }
-virtual_uid_maps = static:$(id -u postfix)
-virtual_gid_maps = static:$(id -g postfix)
-smtpd_milters = inet:127.0.0.1:$MILTERPORT
-milter_default_action = tempfail
-milter_protocol = 6
-milter_end_of_data_macros = i
-EOF
-# No chroot anywhere: the queue directory is a temporary directory without
-# the copies of /etc files a chroot needs.
-cat >"$PF/master.cf" <<EOF
-127.0.0.1:$SMTPPORT inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
-
-pf_running=
-postfix_stop() {
-	local pid n=0
-	[ -n "$pf_running" ] || return 0
-	pf_running=
-	read -r pid <"$T/pfspool/pid/master.pid" 2>/dev/null
-	"$POSTFIX" -c "$PF" stop >/dev/null 2>&1
-	# postfix stop only signals the master: wait (bounded) for it to go
-	while [ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null && [ $n -lt 100 ]; do
-		sleep 0.1; n=$((n + 1))
-	done
-	[ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null && "$POSTFIX" -c "$PF" abort >/dev/null 2>&1
-	return 0
-}
-extra_cleanup=postfix_stop
+postfix_setup "$SMTPPORT" "$MILTERPORT" user@example.org
 
 check "postfix check accepts the private configuration" "$POSTFIX" -c "$PF" check
 is "$(cat "$T/out" "$T/err")" "" "and has nothing to warn about"
-"$POSTFIX" -c "$PF" start >"$T/postfix-start.out" 2>&1 || {
-	cat "$T/postfix-start.out" "$T/postfix.log"; bail "postfix start failed"; }
-pf_running=1
-wait_until 30 port_open "$SMTPPORT" || { cat "$T/postfix.log"; bail "postfix does not listen on 127.0.0.1:$SMTPPORT"; }
+postfix_start
 ok "postfix listens on 127.0.0.1:$SMTPPORT"
 
 # send NAME: submit $T/NAME.eml through Postfix; swaks' transcript in $T/NAME.swaks.
