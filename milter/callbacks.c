@@ -8,6 +8,11 @@
  *	that cannot carry S/MIME (top-level type neither multipart nor
  *	pkcs7-mime) are accepted at end of headers without reading the body;
  *	messages over [milter] max_message_size are accepted untouched.
+ *	A message to [milter] enroll_address is an enrollment or recovery
+ *	reply: it is always read to the end (up to [enrollment]
+ *	max_reply_size, else refused with 552 5.3.4) and handed to the reply
+ *	job, which consumes its token; the enroll recipient is then removed
+ *	(SMFIF_DELRCPT) and the message discarded when nobody else is left.
  * SECURITY
  *	Parses hostile mail in a process that holds no secret. No callback
  *	ever exits the process; every error becomes a verdict.
@@ -25,6 +30,10 @@ msg_reset(KmsMessage *m)
 	if (m == NULL)
 		return NULL;
 	kms_spool_free(m->spool);
+	g_free(m->auth);
+	if (m->enroll_rcpts)
+		g_ptr_array_unref(m->enroll_rcpts);
+	g_free(m->reply_text);
 	g_free(m->qid);
 	g_free(m->from);
 	g_free(m->content_type);
@@ -111,12 +120,18 @@ macro(SMFICTX *ctx, const char *name)
 }
 
 static sfsistat
-kms_verdict_to_sfsistat(SMFICTX *ctx, KmsVerdict v)
+kms_verdict_to_sfsistat(SMFICTX *ctx, const KmsMessage *m, KmsVerdict v)
 {
 	switch (v) {
 	case KMS_VERDICT_TEMPFAIL:
 		smfi_setreply(ctx, "451", "4.3.0", "key vault temporarily unavailable, try again later");
 		return SMFIS_TEMPFAIL;
+	case KMS_VERDICT_REJECT:
+		if (m && m->reply_code && m->reply_text)
+			smfi_setreply(ctx, (char *)m->reply_code, (char *)m->reply_xcode, m->reply_text);
+		return SMFIS_REJECT;
+	case KMS_VERDICT_DISCARD:
+		return SMFIS_DISCARD;
 	case KMS_VERDICT_ACCEPT:
 	default:
 		return SMFIS_ACCEPT;
@@ -132,7 +147,9 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
 	const unsigned long nr = SMFIP_NR_CONN | SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR |
 	    SMFIP_NR_BODY;
 
-	*pf0 = 0;	/* harvesting never modifies a message */
+	/* harvesting never modifies a message; a consumed enrollment reply
+	 * loses its enroll recipient */
+	*pf0 = f0 & SMFIF_DELRCPT;
 	/* keep header values exactly as sent (leading space included), skip
 	 * stages with nothing to learn, and answer only where it matters */
 	*pf1 = f1 & (SMFIP_HDR_LEADSPC | SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA | nr);
@@ -165,15 +182,46 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	if (m->qid == NULL)
 		m->qid = g_strdup("NOQUEUE");
 	m->from = g_strdup(argv && argv[0] ? argv[0] : "<>");
+	m->auth = macro(ctx, "{auth_authen}");
+	m->enroll_rcpts = g_ptr_array_new_with_free_func(g_free);
 	m->spool = kms_spool_new(c->state->spool_memory, c->state->max_message_size,
 	    c->state->temp_dir);
 	return go_on(c, SMFIP_NR_MAIL);
 }
 
+/* Runs also with SMFIP_NR_RCPT (only the reply is skipped). The enroll
+ * recipient is kept exactly as the MTA wrote it, for smfi_delrcpt. */
 static sfsistat
 cb_envrcpt(SMFICTX *ctx, char **argv)
 {
-	return go_on(conn_of(ctx), SMFIP_NR_RCPT);
+	KmsConnection *c = conn_of(ctx);
+	KmsMessage *m = c ? c->msg : NULL;
+
+	if (m != NULL && argv && argv[0]) {
+		m->rcpts++;
+		if (kms_state_is_enroll_rcpt(c->state, argv[0]))
+			g_ptr_array_add(m->enroll_rcpts, g_strdup(argv[0]));
+	}
+	return go_on(c, SMFIP_NR_RCPT);
+}
+
+static gboolean
+is_reply(const KmsMessage *m)
+{
+	return m->enroll_rcpts && m->enroll_rcpts->len > 0;
+}
+
+/* Count LEN more bytes of a reply; past max_reply_size it is refused
+ * at the end and nothing more is kept. */
+static gboolean
+reply_grows(const KmsConnection *c, KmsMessage *m, gsize len)
+{
+	if (!is_reply(m))
+		return TRUE;
+	m->size += len;
+	if (m->size > c->state->max_reply_size)
+		m->reply_too_big = TRUE;
+	return !m->reply_too_big;
 }
 
 static const char *
@@ -210,6 +258,8 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 	if (m->content_type == NULL && g_ascii_strcasecmp(name, "Content-Type") == 0)
 		m->content_type = g_strdup(value);
 	line = g_strconcat(name, ":", value, "\r\n", NULL);
+	if (!reply_grows(c, m, strlen(line)))
+		return go_on(c, SMFIP_NR_HDR);
 	if (!m->smime_hint && has_pkcs7((const guint8 *)value, strlen(value)))
 		m->smime_hint = TRUE;
 	spool(m, line, strlen(line));
@@ -237,7 +287,8 @@ cb_eoh(SMFICTX *ctx)
 
 	if (m == NULL)
 		return SMFIS_CONTINUE;
-	if (!may_hold_smime(m->content_type)) {
+	/* a reply is read whatever its type: the token is in plain text */
+	if (!is_reply(m) && !may_hold_smime(m->content_type)) {
 		c->msg = msg_reset(c->msg);
 		return SMFIS_ACCEPT;
 	}
@@ -253,7 +304,7 @@ cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 	KmsMessage *m = c ? c->msg : NULL;
 	gboolean was_oversize;
 
-	if (m == NULL || m->oversize)
+	if (m == NULL || m->oversize || m->reply_too_big || !reply_grows(c, m, len))
 		return go_on(c, SMFIP_NR_BODY);
 	scan_pkcs7(m, chunk, len);
 	was_oversize = m->oversize;
@@ -263,6 +314,11 @@ cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 		if (qid) {
 			g_free(m->qid);
 			m->qid = qid;
+		}
+		/* a reply that cannot be kept cannot be examined: refused at the end */
+		if (is_reply(m)) {
+			m->reply_too_big = TRUE;
+			return go_on(c, SMFIP_NR_BODY);
 		}
 		/* a spool write error was logged by spool() already */
 		if (kms_spool_full(m->spool))
@@ -278,12 +334,40 @@ cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 	return go_on(c, SMFIP_NR_BODY);
 }
 
+/* A reply's token was consumed: remove the enroll recipients, discard
+ * the message when nobody else is left, else go on with harvesting for
+ * the others. */
+static KmsVerdict
+reply_done(SMFICTX *ctx, KmsConnection *c, KmsMessage *m)
+{
+	KmsVerdict v;
+
+	for (guint i = 0; i < m->enroll_rcpts->len; i++) {
+		char *r = g_ptr_array_index(m->enroll_rcpts, i);
+
+		if (smfi_delrcpt(ctx, r) != MI_SUCCESS)
+			kms_log(LOG_WARNING, qid_of(m), "cannot remove the enroll recipient"
+			    " (the MTA did not allow SMFIF_DELRCPT)");
+	}
+	if (m->rcpts <= m->enroll_rcpts->len)
+		return KMS_VERDICT_DISCARD;
+	v = kms_job_harvest(c, m);
+	if (v == KMS_VERDICT_TEMPFAIL) {
+		/* the token is spent: deferring now would refuse the retry */
+		kms_log(LOG_NOTICE, qid_of(m), "enrollment reply: accepted for the other recipients"
+		    " although harvesting failed");
+		v = KMS_VERDICT_ACCEPT;
+	}
+	return v;
+}
+
 static sfsistat
 cb_eom(SMFICTX *ctx)
 {
 	KmsConnection *c = conn_of(ctx);
 	KmsMessage *m = c ? c->msg : NULL;
 	KmsVerdict v;
+	sfsistat r;
 	char *qid;
 
 	if (m == NULL)
@@ -293,9 +377,15 @@ cb_eom(SMFICTX *ctx)
 		g_free(m->qid);
 		m->qid = qid;
 	}
-	v = kms_job_harvest(c, m);
+	if (is_reply(m)) {
+		v = kms_job_reply(c, m);
+		if (v == KMS_VERDICT_ACCEPT)
+			v = reply_done(ctx, c, m);
+	} else
+		v = kms_job_harvest(c, m);
+	r = kms_verdict_to_sfsistat(ctx, m, v);
 	c->msg = msg_reset(c->msg);
-	return kms_verdict_to_sfsistat(ctx, v);
+	return r;
 }
 
 static sfsistat
@@ -326,7 +416,7 @@ cb_close(SMFICTX *ctx)
 struct smfiDesc kms_milter_desc = {
 	.xxfi_name = "kmsmilter",
 	.xxfi_version = SMFI_VERSION,
-	.xxfi_flags = 0,
+	.xxfi_flags = SMFIF_DELRCPT,
 	.xxfi_connect = cb_connect,
 	.xxfi_envfrom = cb_envfrom,
 	.xxfi_envrcpt = cb_envrcpt,

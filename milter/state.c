@@ -7,11 +7,112 @@
 
 #include <string.h>
 
+#include "common/address.h"
 #include "common/log.h"
 #include "keyvault/certstore.h"
 
 static GMutex current_lock;
 static KmsMilterState *current;
+
+/* Read the auth map at PATH: "login address" per line, blank lines and
+ * "#" comments skipped; logins compare case-insensitively, one login may
+ * map to several addresses. NULL with *err naming FILE:LINE. */
+static GHashTable *
+auth_map_load(const char *path, GError **err)
+{
+	g_autofree char *text = NULL;
+	g_auto(GStrv) lines = NULL;
+	g_autoptr(GHashTable) map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+	    (GDestroyNotify)g_ptr_array_unref);
+
+	if (!g_file_get_contents(path, &text, NULL, err))
+		return NULL;
+	lines = g_strsplit(text, "\n", -1);
+	for (guint i = 0; lines[i]; i++) {
+		char *l = g_strstrip(lines[i]);
+		g_auto(GStrv) f = NULL;
+		g_autofree char *addr = NULL;
+		GPtrArray *a;
+		char *login;
+		guint n = 0;
+
+		if (*l == '\0' || *l == '#')
+			continue;
+		f = g_strsplit_set(l, " \t", -1);
+		for (guint k = 0; f[k]; k++)
+			if (*f[k] != '\0')
+				f[n++] = f[k];
+			else
+				g_free(f[k]);
+		f[n] = NULL;
+		if (n != 2 || (addr = kms_address_normalize(f[1], -1)) == NULL) {
+			g_set_error(err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+			    "%s:%u: want \"login address\"", path, i + 1);
+			return NULL;
+		}
+		login = g_ascii_strdown(f[0], -1);
+		if ((a = g_hash_table_lookup(map, login)) == NULL) {
+			a = g_ptr_array_new_with_free_func(g_free);
+			g_hash_table_insert(map, g_strdup(login), a);
+		}
+		g_free(login);
+		g_ptr_array_add(a, g_steal_pointer(&addr));
+	}
+	return g_steal_pointer(&map);
+}
+
+static void
+state_enrollment(KmsMilterState *s, KmsConfig *cfg)
+{
+	const char *map = kms_config_get(cfg, "enrollment", "auth_map");
+	const char *ea = kms_config_get(cfg, "milter", "enroll_address");
+
+	s->enroll_address = ea ? kms_address_normalize(ea, -1) : NULL;
+	s->max_reply_size = (gsize)kms_config_get_int(cfg, "enrollment", "max_reply_size");
+	s->require_auth = kms_config_get_bool(cfg, "enrollment", "require_auth");
+	s->max_attempts = kms_config_get_int(cfg, "enrollment", "max_attempts");
+	s->request_ttl = kms_config_get_int(cfg, "kms", "request_ttl");
+	if (map != NULL) {
+		g_autoptr(GError) e = NULL;
+
+		s->auth_map = auth_map_load(map, &e);
+		if (s->auth_map == NULL) {
+			s->auth_map_error = g_strdup(e->message);
+			kms_log(LOG_ERR, NULL, "[enrollment] auth_map: %s: replies that need it are deferred",
+			    e->message);
+		}
+	}
+}
+
+gboolean
+kms_state_is_enroll_rcpt(const KmsMilterState *s, const char *rcpt)
+{
+	g_autofree char *a = NULL;
+
+	if (s == NULL || s->enroll_address == NULL || rcpt == NULL)
+		return FALSE;
+	a = kms_address_normalize(rcpt, -1);
+	return a != NULL && g_ascii_strcasecmp(a, s->enroll_address) == 0;
+}
+
+char **
+kms_state_auth_identities(const KmsMilterState *s, const char *login)
+{
+	GPtrArray *v = g_ptr_array_new();
+	g_autofree char *self = login ? kms_address_normalize(login, -1) : NULL;
+
+	if (self)
+		g_ptr_array_add(v, g_steal_pointer(&self));
+	if (login && s->auth_map) {
+		g_autofree char *key = g_ascii_strdown(login, -1);
+		GPtrArray *a = g_hash_table_lookup(s->auth_map, key);
+
+		for (guint i = 0; a && i < a->len; i++)
+			g_ptr_array_add(v, g_strdup(g_ptr_array_index(a, i)));
+	}
+	g_ptr_array_add(v, NULL);
+	return (char **)g_ptr_array_free(v, FALSE);
+}
 
 /* Reference counting through GLib's atomic refcounted boxes. */
 KmsMilterState *
@@ -34,6 +135,7 @@ kms_state_new(KmsConfig *cfg)
 	s->seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 	g_mutex_init(&s->seen_lock);
 	g_mutex_init(&s->trust_lock);
+	state_enrollment(s, cfg);
 	return s;
 }
 
@@ -44,6 +146,10 @@ state_clear(gpointer data)
 
 	X509_STORE_free(s->trust);
 	g_hash_table_destroy(s->seen);
+	g_free(s->enroll_address);
+	if (s->auth_map)
+		g_hash_table_destroy(s->auth_map);
+	g_free(s->auth_map_error);
 	g_mutex_clear(&s->seen_lock);
 	kms_db_pool_free(s->pool);
 	kms_config_free(s->cfg);

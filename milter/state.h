@@ -6,7 +6,10 @@
  *	pool built from it and the trust store for harvested chains. Each SMTP
  *	connection takes a reference at connect and keeps that snapshot until
  *	it closes; a reload (SIGHUP) builds a new state fully, then swaps it
- *	in, and the old one goes when its last connection does.
+ *	in, and the old one goes when its last connection does. The
+ *	[enrollment] auth_map file ("login address" lines, # comments) is
+ *	read once per load; an unreadable map is logged and replies that
+ *	would need it are deferred.
  * SECURITY
  *	No secrets: public certificates and the kms_milter database role.
  */
@@ -38,6 +41,13 @@ typedef struct {
 	X509_STORE *trust;
 	gint64 trust_loaded_at;	/* monotonic us; 0: never */
 	guint trust_generation;	/* counts loads: statuses may change with it */
+	/* enrollment and recovery replies */
+	char *enroll_address;	/* [milter] enroll_address normalised; NULL: none */
+	gsize max_reply_size;
+	gboolean require_auth;
+	gint64 max_attempts, request_ttl;
+	GHashTable *auth_map;	/* login (lower case) -> GPtrArray of addresses */
+	char *auth_map_error;	/* why [enrollment] auth_map could not be read */
 } KmsMilterState;
 
 /* A new state owning CFG (taken). */
@@ -54,6 +64,14 @@ void kms_state_shutdown(void);
  * it and calls kms_state_seen_add. */
 gboolean kms_state_seen(KmsMilterState *s, const char *key);
 void kms_state_seen_add(KmsMilterState *s, const char *key);
+
+/* Is RCPT (an envelope recipient as the MTA gave it) the enroll address? */
+gboolean kms_state_is_enroll_rcpt(const KmsMilterState *s, const char *rcpt);
+
+/* The addresses an SMTP AUTH LOGIN may enroll for: LOGIN itself when it
+ * is an address, and what [enrollment] auth_map maps it to. A new
+ * NULL-terminated vector (g_strfreev), possibly empty. */
+char **kms_state_auth_identities(const KmsMilterState *s, const char *login);
 
 /* The trust store (new reference: X509_STORE_free when done), refreshed
  * when older than trust_refresh. With the vault down the last good store
