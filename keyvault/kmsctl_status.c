@@ -25,7 +25,7 @@ kmsctl_cmd_status(KmsCtl *ctl, int argc, char **argv)
 		G_OPTION_ENTRY_NULL
 	};
 	g_autoptr(GError) e = NULL;
-	g_autoptr(PGresult) w = NULL, q = NULL;
+	g_autoptr(PGresult) w = NULL, q = NULL, crl = NULL;
 	g_autofree char *seal = NULL, *na = NULL;
 	KmsDbParams p = KMS_DB_PARAMS_INIT;
 	KmsVaultCa *ca = NULL;
@@ -65,6 +65,14 @@ kmsctl_cmd_status(KmsCtl *ctl, int argc, char **argv)
 	oldest = kms_db_get_text(q, 0, 1);
 	ca = kms_vault_ca_load(v, &e);
 	if (ca == NULL) {
+		rc = kmsctl_fail_error(e);
+		goto out;
+	}
+	/* the last CRL kmsd published (crlpub.h) */
+	crl = kms_db_run(kms_vault_db(v), "SELECT crl_number, to_char(crl_next_update AT TIME ZONE"
+	    " 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM ca WHERE status = 'active'"
+	    " AND crl IS NOT NULL", NULL, &e);
+	if (crl == NULL) {
 		rc = kmsctl_fail_error(e);
 		goto out;
 	}
@@ -119,6 +127,16 @@ kmsctl_cmd_status(KmsCtl *ctl, int argc, char **argv)
 		else
 			json_builder_add_null_value(b);
 		json_builder_end_object(b);
+		json_builder_set_member_name(b, "crl");
+		if (PQntuples(crl) > 0) {
+			json_builder_begin_object(b);
+			json_builder_set_member_name(b, "number");
+			json_builder_add_int_value(b, kms_db_get_int(crl, 0, 0));
+			json_builder_set_member_name(b, "next_update");
+			json_builder_add_string_value(b, PQgetvalue(crl, 0, 1));
+			json_builder_end_object(b);
+		} else
+			json_builder_add_null_value(b);
 		json_builder_end_object(b);
 		kmsctl_print_json(b);
 	} else {
@@ -136,6 +154,11 @@ kmsctl_cmd_status(KmsCtl *ctl, int argc, char **argv)
 		else
 			printf("CA:       %s (%s), pending: waiting for kmsctl ca install\n",
 			    ca->subject, ca->key_type);
+		if (PQntuples(crl) > 0)
+			printf("CRL:      number %s, next update %s\n", PQgetvalue(crl, 0, 0),
+			    PQgetvalue(crl, 0, 1));
+		else
+			printf("CRL:      none published yet\n");
 	}
 	rc = KMSCTL_OK;
 out:

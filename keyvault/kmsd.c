@@ -7,9 +7,13 @@
  *	Reads the startup password ([kms] startup_password_file, else a
  *	prompt on its terminal), unseals the vault and refuses to run with a
  *	wrong password. Registers itself in the workers table and records a
- *	heartbeat so kmsctl status can count live workers. Request processing
- *	(enrollment, recovery, CRL) builds on this loop. SIGTERM or SIGINT:
- *	deregister, wipe the vault key, exit 0.
+ *	heartbeat so kmsctl status can count live workers. Takes queued
+ *	requests when kmsctl NOTIFYs and at each heartbeat. At start, at each
+ *	heartbeat and after each batch of requests it also looks after the
+ *	CRL (crlpub.h): signs one when none exists or the current one is past
+ *	half of its lifetime, and writes the vault's CRL to [ca] crl_dir when
+ *	the files there differ. SIGTERM or SIGINT: deregister, wipe the vault
+ *	key, exit 0.
  * SECURITY
  *	Holds the vault key in locked memory (secure heap), is not dumpable,
  *	drops root to [kms] user before it connects.
@@ -29,6 +33,7 @@
 #include "common/daemon.h"
 #include "common/log.h"
 #include "common/secret.h"
+#include "keyvault/crlpub.h"
 #include "keyvault/vault.h"
 #include "keyvault/worker.h"
 
@@ -40,6 +45,7 @@ typedef struct {
 	KmsWorker worker;
 	guint db_watch;		/* notification source on the vault socket */
 	int db_fd;
+	char *crl_error;	/* last CRL problem logged, to log it once */
 } Kmsd;
 
 static void watch_db(Kmsd *k);
@@ -59,6 +65,28 @@ drain_queue(Kmsd *k)
 	}
 }
 
+/* Publish the CRL when due and keep crl_dir current (crlpub.h). A
+ * problem (crl_dir not writable...) is logged when it first appears and
+ * when it goes away, not at every heartbeat. */
+static void
+maintain_crl(Kmsd *k)
+{
+	g_autoptr(GError) e = NULL;
+
+	if (!kms_crl_maintain(&k->worker, NULL, &e)) {
+		if (k->crl_error == NULL || strcmp(k->crl_error, e->message) != 0) {
+			kms_warn("CRL: %s", e->message);
+			g_free(k->crl_error);
+			k->crl_error = g_strdup(e->message);
+		}
+		return;
+	}
+	if (k->crl_error) {
+		kms_info("CRL: publishing works again");
+		g_clear_pointer(&k->crl_error, g_free);
+	}
+}
+
 /* The vault socket is readable: notifications (kmsctl's NOTIFY). */
 static gboolean
 on_db_readable(gint fd, GIOCondition cond, gpointer data)
@@ -74,6 +102,7 @@ on_db_readable(gint fd, GIOCondition cond, gpointer data)
 	while ((n = PQnotifies(db)) != NULL)
 		PQfreemem(n);
 	drain_queue(k);
+	maintain_crl(k);
 	return G_SOURCE_CONTINUE;
 }
 
@@ -126,6 +155,7 @@ heartbeat(gpointer data)
 		watch_db(k);
 		kms_worker_expire(&k->worker);
 		drain_queue(k);
+		maintain_crl(k);
 		return G_SOURCE_CONTINUE;
 	}
 	kms_warn("heartbeat: %s", e->message);
@@ -235,6 +265,7 @@ main(int argc, char **argv)
 	kms_vault_close(k.vault);
 	kms_config_free(k.cfg);
 	g_free(k.worker_id);
+	g_free(k.crl_error);
 	g_free(a.config_path);
 	return rc;
 }
