@@ -88,7 +88,7 @@ static const KmsConfigKey kms_schema[] = {
 	{"ca", "cert_days", KMS_CT_INT, "365", 1, 3650, NULL,
 	 "validity of issued user certificates, in days"},
 	{"ca", "crl_dir", KMS_CT_PATH, NULL, 0, 0, NULL,
-	 "directory where kmsd publishes the CRL (kms.crl DER, kms.crl.pem)"},
+	 "directory where kmsd publishes the CRL: DER named after crl_url's last segment (else kms.crl), and .pem"},
 	{"ca", "crl_url", KMS_CT_URL, NULL, 0, 0, NULL,
 	 "CRL distribution point written into issued certificates"},
 	{"ca", "crl_days", KMS_CT_INT, "7", 1, 365, NULL,
