@@ -2,8 +2,10 @@
 # quickstart.sh: on a fresh Debian 12 machine, install what is missing,
 # build kmsmilter, start a private PostgreSQL vault under ./state (a socket
 # directory, no TCP, no system service), initialise it with a generated
-# startup password kept in a 0600 file, start kmsd and kmsmilter, show them
-# working, and print the line for Postfix's main.cf.
+# startup password kept in a 0600 file, start kmsd and kmsmilter, show the
+# main job working once (an enrollment round trip: token mail into a local
+# SMTP sink, the reply through kmsmilter, the PKCS#12 back), and print the
+# line for Postfix's main.cf.
 #
 #   contrib/quickstart.sh         set up and start (again) everything
 #   contrib/quickstart.sh stop    stop the daemons and the private cluster
@@ -11,6 +13,7 @@ set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 state=$top/state
 port=${KMS_MILTER_PORT:-8891}
+sinkport=${KMS_DEMO_SMTP_PORT:-2525}
 build=$top/build
 pgdir=$state/pg
 sock=$pgdir/sock
@@ -28,7 +31,7 @@ stop_pid() {
 }
 
 if [ "${1:-}" = stop ]; then
-	stop_pid "$state/kmsmilter.pid"; stop_pid "$state/kmsd.pid"
+	stop_pid "$state/kmsmilter.pid"; stop_pid "$state/kmsd.pid"; stop_pid "$state/sink.pid"
 	[ -d "$pgdir/data" ] && as_pg "$(pgbin)/pg_ctl" -D "$pgdir/data" -w stop >/dev/null 2>&1
 	echo "stopped (state kept in $state; remove it to start over)"
 	exit 0
@@ -72,10 +75,18 @@ dsn = host=$sock dbname=kms user=kmsdba
 [milter]
 socket = inet:$port@127.0.0.1
 pid_file = $state/kmsmilter.pid
+enroll_address = kms-enroll@example.org
 
 [kms]
 startup_password_file = $state/startup.pw
 pid_file = $state/kmsd.pid
+
+# The demo below: kmsd mails to a local SMTP sink (Postfix's smtp-sink)
+# that writes each message to $state/demo-mail. For real use, point this
+# at your MTA and set from to the KMS address of your domain.
+[mail]
+submit = smtp://127.0.0.1:$sinkport
+from = kms@example.org
 CONF
 fi
 if [ ! -f "$state/startup.pw" ]; then
@@ -103,6 +114,62 @@ done
 echo "== kmsctl status"
 "$KMSCTL" -c "$conf" status || exit 1
 grep -q "listening on" "$state/kmsmilter.log" || { tail -5 "$state/kmsmilter.log"; exit 1; }
+
+# --- the main job, once, on this machine ----------------------------------
+# An administrator enrolls demo@example.org; kmsd mails the token (into the
+# SMTP sink); the user's reply passes through kmsmilter (miltertest plays
+# the MTA, as Postfix would); kmsd issues her key and certificate and mails
+# them as a PKCS#12, which opens with the token.
+echo "== enrollment demo: kmsctl enroll demo@example.org"
+mail=$state/demo-mail
+rm -rf "$mail"; mkdir -p "$mail"
+stop_pid "$state/sink.pid"
+[ "$(id -u)" = 0 ] && chown nobody "$mail" && sinkuser="-u nobody" || sinkuser=
+/usr/sbin/smtp-sink $sinkuser -d "$mail/%Y%m%d%H%M%S." "127.0.0.1:$sinkport" 10 \
+	>"$state/sink.log" 2>&1 &
+echo $! >"$state/sink.pid"
+# wait_file N: until the sink holds N messages (60 s at most)
+wait_file() {
+	n=0; while [ "$(ls "$mail" | wc -l)" -lt "$1" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+	[ "$(ls "$mail" | wc -l)" -ge "$1" ]
+}
+"$KMSCTL" -c "$conf" enroll demo@example.org || exit 1
+wait_file 1 || { echo "no token mail arrived; see $state/kmsd.log"; exit 1; }
+tokmail=$(ls "$mail"/* | head -1)
+token=$(sed -n 's/^Token: \([A-Z0-9-]*\)\r\{0,1\}$/\1/p' "$tokmail" | head -1)
+echo "token mail for demo@example.org: $(grep -m1 '^Subject:' "$tokmail")"
+echo "   (its line 'Token: ${token%%-*}-...' is what the user keeps in her reply)"
+
+echo "== the user replies to kms-enroll@example.org; kmsmilter consumes the token"
+{
+	printf 'From: demo@example.org\r\nTo: kms-enroll@example.org\r\n'
+	printf 'Subject: Re: certificate\r\n\r\nPlease enroll me.\r\n\r\n'
+	sed '1,/^\r*$/d; s/^/> /' "$tokmail"
+} >"$state/demo-reply.eml"
+miltertest -D "sock=inet:$port@127.0.0.1" -D "file=$state/demo-reply.eml" \
+	-D from=demo@example.org -D rcpt=kms-enroll@example.org -D expect=discard \
+	-s "$top/tests/milter-reply.lua" >"$state/demo-miltertest.log" 2>&1 ||
+	{ cat "$state/demo-miltertest.log"; tail -5 "$state/kmsmilter.log"; exit 1; }
+echo "kmsmilter accepted the reply and discarded it (it was for the KMS only)"
+
+echo "== kmsd issues the key and mails the PKCS#12"
+wait_file 2 || { echo "no PKCS#12 mail arrived; see $state/kmsd.log"; exit 1; }
+p12mail=$(ls -t "$mail"/* | head -1)
+python3 - "$p12mail" "$state/demo.p12" <<'PY' || exit 1
+import email, sys
+from email import policy
+m = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=policy.default)
+p = [p for p in m.walk() if p.get_content_type() == "application/pkcs12"][0]
+open(sys.argv[2], "wb").write(p.get_payload(decode=True))
+print("mail to %s: %s, attachment %s" % (m["To"], m["Subject"], p.get_filename()))
+PY
+openssl pkcs12 -in "$state/demo.p12" -passin "pass:$token" -clcerts -nokeys 2>/dev/null |
+	openssl x509 -noout -subject -ext subjectAltName -enddate || exit 1
+"$KMSCTL" -c "$conf" ca show --pem >"$state/ca.pem" &&
+	openssl pkcs12 -in "$state/demo.p12" -passin "pass:$token" -clcerts -nokeys 2>/dev/null |
+	openssl verify -CAfile "$state/ca.pem" || exit 1
+echo "The PKCS#12 opened with the token; the certificate verifies to the vault's CA."
+echo "Its private key is escrowed, sealed, in the vault: kmsctl recover demo@example.org"
 echo
 echo "kmsmilter is listening. Add to Postfix's main.cf:"
 echo "  smtpd_milters = inet:127.0.0.1:$port"

@@ -1,8 +1,9 @@
 /*
  * NAME
- *	kmsctl enroll - enrollment tokens and token mails for users
+ *	kmsctl enroll, kmsctl recover - tokens and token mails for users
  * SYNOPSIS
  *	kmsctl enroll [--deliver mail|out-of-band] [--json] ADDR... | --file F
+ *	kmsctl recover [--deliver mail|out-of-band] [--json] ADDR...
  * DESCRIPTION
  *	Each address gets a one-time token (stored only as a hash) and a mail
  *	queued for kmsd. With --deliver out-of-band the token is printed here
@@ -10,9 +11,15 @@
  *	only explains how to reply. Addresses are committed in batches of
  *	1,000 (kmsd is woken once per batch); a progress line is drawn on a
  *	terminal, and a summary ends the run. Exit 1 when any address failed.
+ *	recover does the same with purpose "recover": the user's reply makes
+ *	kmsd mail a PKCS#12 of every escrowed key. It refuses an address that
+ *	is no user or has no escrowed key.
+ *	With [enrollment] p12_password = pin each address also gets a PIN,
+ *	printed here ("PIN: XXXXX-XXXXX-XXXXX-XXXXX", "pin" in --json) for
+ *	the administrator to hand over; it is the PKCS#12 password.
  * SECURITY
  *	In mail mode the tokens are never shown here: they travel encrypted to
- *	kmsd's queue key.
+ *	kmsd's queue key. PINs are shown only here, never mailed.
  */
 #include "autoconfig.h"
 #include "kmsctl.h"
@@ -62,18 +69,25 @@ collect(int argc, char **argv, const char *file, GError **err)
 	return out;
 }
 
-int
-kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv)
+/* enroll and recover: the same loop with another token purpose. */
+static int
+run(KmsCtl *ctl, int argc, char **argv, const char *purpose)
 {
+	gboolean recover = strcmp(purpose, "recover") == 0;
 	g_autofree char *file = NULL, *deliver = NULL;
 	gboolean json = FALSE;
 	const GOptionEntry entries[] = {
-		{"file", 0, 0, G_OPTION_ARG_FILENAME, &file, "addresses, one per line", "F"},
 		{"deliver", 0, 0, G_OPTION_ARG_STRING, &deliver,
 		 "mail (default): the token goes in the mail; out-of-band: printed here", "HOW"},
 		{"json", 0, 0, G_OPTION_ARG_NONE, &json, "one JSON document on stdout", NULL},
+		{"file", 0, 0, G_OPTION_ARG_FILENAME, &file, "addresses, one per line", "F"},
 		G_OPTION_ENTRY_NULL
 	};
+	/* recover takes no --file: recoveries are one by one */
+	GOptionEntry rentries[G_N_ELEMENTS(entries) - 1];
+	const char *usage = recover ?
+	    "usage: kmsctl recover [--deliver mail|out-of-band] [--json] ADDR...\n" :
+	    "usage: kmsctl enroll [--deliver mail|out-of-band] [--json] ADDR... | --file F\n";
 	g_autoptr(GError) e = NULL;
 	g_autoptr(GPtrArray) addrs = NULL;
 	g_autoptr(JsonBuilder) b = NULL;
@@ -84,15 +98,19 @@ kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv)
 	gboolean tty = isatty(STDERR_FILENO) && !json;
 	int rc;
 
-	if ((rc = kmsctl_parse(ctl, &argc, &argv, entries, "ADDR... | --file F",
+	memcpy(rentries, entries, sizeof(rentries));
+	rentries[G_N_ELEMENTS(rentries) - 1] = (GOptionEntry)G_OPTION_ENTRY_NULL;
+	if ((rc = kmsctl_parse(ctl, &argc, &argv, recover ? rentries : entries,
+	    recover ? "ADDR..." : "ADDR... | --file F",
+	    recover ? "Recover users' escrowed keys: one-time tokens and token mails." :
 	    "Enroll users: one-time tokens and token mails.")) != KMSCTL_OK)
 		return rc;
 	if (deliver && strcmp(deliver, "mail") != 0 && strcmp(deliver, "out-of-band") != 0) {
-		fprintf(stderr, "kmsctl enroll: --deliver takes mail or out-of-band\n");
+		fprintf(stderr, "kmsctl %s: --deliver takes mail or out-of-band\n", purpose);
 		return KMSCTL_USAGE;
 	}
 	if (argc < 2 && file == NULL) {
-		fprintf(stderr, "usage: kmsctl enroll [--deliver mail|out-of-band] [--json] ADDR... | --file F\n");
+		fputs(usage, stderr);
 		return KMSCTL_USAGE;
 	}
 	if ((addrs = collect(argc, argv, file, &e)) == NULL)
@@ -100,10 +118,11 @@ kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv)
 	if ((v = kmsctl_connect(ctl)) == NULL)
 		return KMSCTL_FAIL;
 	db = kms_vault_db(v);
-	p.purpose = "enroll";
+	p.purpose = purpose;
 	p.token_ttl = kms_config_get_int(ctl->cfg, "enrollment", "token_ttl");
 	p.request_ttl = kms_config_get_int(ctl->cfg, "kms", "request_ttl");
 	p.deliver_mail = deliver == NULL || strcmp(deliver, "mail") == 0;
+	p.with_pin = g_strcmp0(kms_config_get(ctl->cfg, "enrollment", "p12_password"), "pin") == 0;
 	if (!kms_queue_key_public(db, p.queue_pub, &e)) {
 		kms_vault_close(v);
 		return kmsctl_fail_error(e);
@@ -116,19 +135,54 @@ kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv)
 	}
 	for (guint start = 0; start < addrs->len; start += BATCH) {
 		guint end = MIN(addrs->len, start + BATCH);
+		g_autofree KmsEnrollItem *items = NULL;
+		gboolean batched = FALSE;
 
 		if (!kms_db_begin(db, &e))
 			break;
+		/* enroll without PINs: the whole batch in a few statements
+		 * (kms_enroll_batch); when that fails, address by address */
+		if (!recover && !p.with_pin) {
+			items = g_new0(KmsEnrollItem, end - start);
+			for (guint i = start; i < end; i++)
+				items[i - start].address = g_ptr_array_index(addrs, i);
+			if (!(batched = kms_enroll_batch(db, &p, items, end - start, NULL))) {
+				kms_db_rollback(db);
+				if (!kms_db_begin(db, &e))
+					break;
+			}
+		}
 		for (guint i = start; i < end; i++) {
 			const char *a = g_ptr_array_index(addrs, i);
-			g_autoptr(KmsSecret) tok = NULL;
+			g_autoptr(KmsSecret) tok = NULL, pin = NULL;
 			g_autoptr(GError) ae = NULL;
 			g_autofree char *stored = NULL;
 
-			/* a savepoint per address: one bad address spoils no batch */
-			kms_db_exec(db, "SAVEPOINT a", NULL, NULL);
-			if (!kms_enroll_user(db, &p, a, &tok, &stored, &ae)) {
-				kms_db_exec(db, "ROLLBACK TO SAVEPOINT a", NULL, NULL);
+			if (batched) {
+				KmsEnrollItem *it = &items[i - start];
+
+				tok = g_steal_pointer(&it->token);
+				stored = g_steal_pointer(&it->stored);
+				ae = g_steal_pointer(&it->error);
+			} else {
+				/* a savepoint per address: one bad address spoils no batch */
+				kms_db_exec(db, "SAVEPOINT a", NULL, NULL);
+				/*
+				 * Recovery hands out every key a user ever had, so it is
+				 * the operation the multi-administrator approval (M of
+				 * N) will guard: that step goes here, before any token
+				 * exists. Instead of kms_enroll_user_pin, an approval
+				 * request is queued (requests.status
+				 * 'awaiting-approval', "Request: ID" printed) and the
+				 * token is made and mailed only when the last approval
+				 * arrives; kmsd's recover request stays as it is.
+				 */
+				if ((recover && !kms_enroll_can_recover(db, a, &ae)) ||
+				    !kms_enroll_user_pin(db, &p, a, &tok, p.with_pin ? &pin : NULL,
+				    &stored, &ae))
+					kms_db_exec(db, "ROLLBACK TO SAVEPOINT a", NULL, NULL);
+			}
+			if (ae != NULL) {
 				failed++;
 				if (json) {
 					json_builder_begin_object(b);
@@ -152,9 +206,18 @@ kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv)
 					json_builder_set_member_name(b, "token");
 					json_builder_add_string_value(b, (const char *)tok->data);
 				}
+				if (pin) {
+					json_builder_set_member_name(b, "pin");
+					json_builder_add_string_value(b, (const char *)pin->data);
+				}
 				json_builder_end_object(b);
-			} else if (!p.deliver_mail)
-				printf("%s\nToken: %s\n", stored, (const char *)tok->data);
+			} else if (!p.deliver_mail || pin) {
+				printf("%s\n", stored);
+				if (!p.deliver_mail)
+					printf("Token: %s\n", (const char *)tok->data);
+				if (pin)
+					printf("PIN: %s\n", (const char *)pin->data);
+			}
 		}
 		if (!kms_db_exec(db, "NOTIFY kms_requests", NULL, &e) || !kms_db_commit(db, &e)) {
 			kms_db_rollback(db);
@@ -163,23 +226,23 @@ kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv)
 			break;
 		}
 		if (tty)
-			fprintf(stderr, "\renrolling: %u of %u (%u%%)", end, addrs->len,
-			    (guint)(100.0 * end / addrs->len));
+			fprintf(stderr, "\r%s: %u of %u (%u%%)", recover ? "recovering" : "enrolling",
+			    end, addrs->len, (guint)(100.0 * end / addrs->len));
 	}
 	if (tty)
 		fprintf(stderr, "\n");
 	if (json) {
 		json_builder_end_array(b);
-		json_builder_set_member_name(b, "enrolled");
+		json_builder_set_member_name(b, recover ? "recovering" : "enrolled");
 		json_builder_add_int_value(b, ok);
 		json_builder_set_member_name(b, "failed");
 		json_builder_add_int_value(b, failed);
 		json_builder_end_object(b);
 		kmsctl_print_json(b);
 	} else
-		fprintf(p.deliver_mail ? stdout : stderr,
-		    "enrolled %u address%s, %u failed; token mails queued for kmsd\n",
-		    ok, ok == 1 ? "" : "es", failed);
+		fprintf(p.deliver_mail && !p.with_pin ? stdout : stderr,
+		    "%s %u address%s, %u failed; token mails queued for kmsd\n",
+		    recover ? "recovery started for" : "enrolled", ok, ok == 1 ? "" : "es", failed);
 	if (e)
 		kmsctl_fail_error(e);
 	kms_vault_close(v);
@@ -187,8 +250,13 @@ kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv)
 }
 
 int
+kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv)
+{
+	return run(ctl, argc, argv, "enroll");
+}
+
+int
 kmsctl_cmd_recover(KmsCtl *ctl, int argc, char **argv)
 {
-	(void)ctl; (void)argc; (void)argv;
-	return kmsctl_fail("recover is not implemented yet");
+	return run(ctl, argc, argv, "recover");
 }

@@ -149,11 +149,25 @@ kms_worker_run_one(KmsWorker *w, gboolean *did, GError **err)
 		    *PQgetvalue(r, 0, 3) ? " for " : "", PQgetvalue(r, 0, 3));
 		ok = kms_db_exec(db, "UPDATE requests SET status = 'done', finished_at = now(),"
 		    " attempts = attempts + 1, last_error = NULL,"
-		    " payload = payload - 'sealed_token' WHERE id = $1", &p, err) &&
+		    " payload = payload - 'sealed_token' - 'sealed_password' WHERE id = $1", &p, err) &&
 		    kms_db_commit(db, err);
 		if (!ok)
 			kms_db_rollback(db);
 		return ok;
+	}
+	if (g_error_matches(e, KMS_ISSUE_ERROR, KMS_ISSUE_ERROR_REFUSED)) {
+		/* can never succeed: fail it for good, the queue moves on */
+		kms_warn("request %" G_GINT64_FORMAT " for %s refused: %s", id,
+		    PQgetvalue(r, 0, 3), e->message);
+		kms_db_param_text(&p, e->message);
+		if (!kms_db_exec(db, "UPDATE requests SET status = 'failed', finished_at = now(),"
+		    " attempts = attempts + 1, last_error = $2,"
+		    " payload = payload - 'sealed_token' - 'sealed_password' WHERE id = $1", &p, err) ||
+		    !kms_db_commit(db, err)) {
+			kms_db_rollback(db);
+			return FALSE;
+		}
+		return TRUE;
 	}
 	kms_warn("request %" G_GINT64_FORMAT " for %s failed, will retry: %s", id,
 	    PQgetvalue(r, 0, 3), e->message);
@@ -171,7 +185,7 @@ kms_worker_expire(KmsWorker *w)
 	g_autoptr(GError) e = NULL;
 	g_autoptr(PGresult) r = kms_db_run(kms_vault_db(w->vault),
 	    "UPDATE requests r SET status = 'expired', finished_at = now(),"
-	    " payload = payload - 'sealed_token'"
+	    " payload = payload - 'sealed_token' - 'sealed_password'"
 	    " FROM users u WHERE u.id = r.user_id AND r.status = 'queued' AND r.expires_at <= now()"
 	    " RETURNING r.id, r.kind, u.address", NULL, &e);
 

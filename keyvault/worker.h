@@ -10,7 +10,8 @@
  *	that waited past its expires_at is expired with a mail to the user.
  *	Kinds: "mail" (token mails, here), "enroll" and "recover" (issue.h),
  *	"crl" (crlpub.h).
- *	Kinds handled now: "mail" (token mails from kmsctl enroll).
+ *	A request its handler refuses for good (KMS_ISSUE_ERROR_REFUSED,
+ *	issue.h) is marked failed with its error, so it blocks no queue.
  * SECURITY
  *	Holds the vault's queue key; opens queued tokens only to write them
  *	into the user's mail.

@@ -6,6 +6,19 @@
  *	vaulttool -c CONF -p PWFILE recover ROW_ID           (prints the key PEM)
  *	vaulttool -c CONF -p PWFILE ca-key                   (prints the CA key PEM)
  *	vaulttool -c CONF -p PWFILE issue encryption|signing ADDRESS PUB.pem
+ *	vaulttool -c CONF -p PWFILE issue-record encryption|signing ADDRESS PUB.pem
+ *	    (issue also records the certificate as issued to ADDRESS's user,
+ *	    creating the users row if needed, as kmsd's enrollment does)
+ *	vaulttool -c CONF -p PWFILE queue-reply ADDRESS TOKEN [CSR.der]
+ *	    (what kmsmilter does with an accepted reply: marks the pending
+ *	    token used and queues the enroll or recover request with the
+ *	    password sealed to the queue key; prints the request id)
+ *	vaulttool -c CONF -p PWFILE queue-reply -
+ *	    (the same for each "ADDRESS TOKEN" line on standard input, in one
+ *	    process: the benchmark queues hundreds)
+ *	vaulttool -c CONF -p PWFILE open-password REQUEST_ID
+ *	    (prints the PKCS#12 password sealed in an enroll or recover
+ *	    request's payload, as kmsd opens it)
  * DESCRIPTION
  *	Lets the integration tests exercise sealing through the real vault
  *	API in separate processes ("restart the process") before kmsd's
@@ -17,9 +30,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <json-glib/json-glib.h>
 #include <openssl/pem.h>
 
 #include "common/config.h"
+#include "common/token.h"
+#include "keyvault/certstore.h"
+#include "keyvault/queuekey.h"
 #include "keyvault/vaultca.h"
 #include "smime/x509util.h"
 
@@ -129,9 +146,31 @@ ca_key(KmsVault *v)
 	return rc;
 }
 
+/* Record CERT as issued to ADDRESS (users row created when missing). */
+static gboolean
+record_issued(KmsVault *v, X509 *cert, const char *usage, const char *address, GError **err)
+{
+	PGconn *db = kms_vault_db(v);
+	KmsDbParams p = KMS_DB_PARAMS_INIT;
+	g_autoptr(PGresult) r = NULL;
+
+	if (!kms_db_begin(db, err))
+		return FALSE;
+	kms_db_param_text(&p, address);
+	r = kms_db_run(db, "INSERT INTO users (address) VALUES ($1)"
+	    " ON CONFLICT (lower(address)) DO UPDATE SET address = users.address RETURNING id",
+	    &p, err);
+	if (r == NULL || kms_certstore_add_issued(db, cert, usage, kms_db_get_int(r, 0, 0),
+	    err) == 0 || !kms_db_commit(db, err)) {
+		kms_db_rollback(db);
+		return FALSE;
+	}
+	return TRUE;
+}
+
 static int
 issue(KmsVault *v, const KmsConfig *cfg, const char *profile, const char *address,
-    const char *pubfile)
+    const char *pubfile, gboolean record)
 {
 	g_autoptr(GError) e = NULL;
 	KmsVaultCa *ca = kms_vault_ca_load(v, &e);
@@ -154,6 +193,8 @@ issue(KmsVault *v, const KmsConfig *cfg, const char *profile, const char *addres
 		fprintf(stderr, "vaulttool: cannot read public key %s\n", pubfile);
 	else if ((cert = kms_ca_issue(ca->cert, cakey, pub, &ip, &e)) == NULL)
 		rc = fail(e);
+	else if (record && !record_issued(v, cert, profile, address, &e))
+		rc = fail(e);
 	else {
 		PEM_write_X509(stdout, cert);
 		rc = 0;
@@ -163,6 +204,150 @@ issue(KmsVault *v, const KmsConfig *cfg, const char *profile, const char *addres
 	EVP_PKEY_free(cakey);
 	kms_vault_ca_free(ca);
 	return rc;
+}
+
+/* Accept TOKEN of ADDRESS's pending token as kmsmilter would and queue
+ * the request (payload of sql/001_initial.sql), CSR optional. */
+static int
+queue_reply(KmsVault *v, const KmsConfig *cfg, const char *address, const char *token,
+    const char *csrfile)
+{
+	g_autoptr(GError) e = NULL;
+	g_autoptr(KmsSecret) norm = kms_token_normalize(token, strlen(token));
+	g_autoptr(KmsSecret) printed = kms_secret_new(KMS_TOKEN_PRINTED_LEN);
+	g_autoptr(PGresult) r = NULL, q = NULL;
+	g_autoptr(GBytes) sealed = NULL;
+	g_autoptr(JsonBuilder) b = json_builder_new();
+	g_autoptr(JsonGenerator) gen = json_generator_new();
+	g_autoptr(JsonNode) root = NULL;
+	g_autofree char *csr = NULL, *sealed64 = NULL, *csr64 = NULL, *payload = NULL;
+	gsize csrlen = 0;
+	guint8 hash[KMS_TOKEN_HASH_LEN], pub[KMS_QUEUE_KEY_LEN];
+	KmsDbParams p = KMS_DB_PARAMS_INIT;
+	PGconn *db = kms_vault_db(v);
+	gint64 tid, uid, rid;
+	const char *purpose;
+
+	if (norm == NULL) {
+		fprintf(stderr, "vaulttool: not a token\n");
+		return 1;
+	}
+	for (size_t i = 0, o = 0; i < KMS_TOKEN_CHARS; i++) {
+		if (i > 0 && i % 5 == 0)
+			printed->data[o++] = '-';
+		printed->data[o++] = norm->data[i];
+	}
+	if (csrfile && !g_file_get_contents(csrfile, &csr, &csrlen, &e))
+		return fail(e);
+	kms_token_hash(norm, hash);
+	if (!kms_queue_key_public(db, pub, &e) || !kms_db_begin(db, &e))
+		return fail(e);
+	kms_db_param_text(&p, address);
+	kms_db_param_bytes(&p, hash, sizeof(hash));
+	r = kms_db_run(db, "SELECT t.id, t.user_id, t.purpose FROM tokens t JOIN users u"
+	    " ON u.id = t.user_id WHERE lower(u.address) = lower($1) AND t.token_hash = $2"
+	    " AND t.status = 'pending' AND t.expires_at > now() FOR UPDATE OF t", &p, &e);
+	if (r == NULL)
+		return fail(e);
+	if (PQntuples(r) != 1) {
+		fprintf(stderr, "vaulttool: no pending token for %s matches\n", address);
+		return 1;
+	}
+	tid = kms_db_get_int(r, 0, 0);
+	uid = kms_db_get_int(r, 0, 1);
+	purpose = PQgetvalue(r, 0, 2);
+	kms_db_param_int(&p, tid);
+	q = kms_db_run(db, "UPDATE tokens SET status = 'used', used_at = now() WHERE id = $1"
+	    " RETURNING nextval(pg_get_serial_sequence('requests', 'id'))", &p, &e);
+	if (q == NULL)
+		return fail(e);
+	rid = kms_db_get_int(q, 0, 0);
+	sealed = kms_queue_seal(pub, "p12-password", rid, printed->data, printed->len, &e);
+	if (sealed == NULL)
+		return fail(e);
+	sealed64 = g_base64_encode(g_bytes_get_data(sealed, NULL), g_bytes_get_size(sealed));
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "token_id");
+	json_builder_add_int_value(b, tid);
+	json_builder_set_member_name(b, "sealed_password");
+	json_builder_add_string_value(b, sealed64);
+	if (csr && strcmp(purpose, "enroll") == 0) {
+		csr64 = g_base64_encode((const guchar *)csr, csrlen);
+		json_builder_set_member_name(b, "csr");
+		json_builder_add_string_value(b, csr64);
+	}
+	json_builder_set_member_name(b, "reply_from");
+	json_builder_add_string_value(b, address);
+	json_builder_set_member_name(b, "auth");
+	json_builder_add_null_value(b);
+	json_builder_set_member_name(b, "queue_id");
+	json_builder_add_string_value(b, "VAULTTOOL");
+	json_builder_end_object(b);
+	root = json_builder_get_root(b);
+	json_generator_set_root(gen, root);
+	payload = json_generator_to_data(gen, NULL);
+	kms_db_param_int(&p, rid);
+	kms_db_param_text(&p, purpose);
+	kms_db_param_int(&p, uid);
+	kms_db_param_text(&p, payload);
+	kms_db_param_int(&p, kms_config_get_int(cfg, "kms", "request_ttl"));
+	if (!kms_db_exec(db, "INSERT INTO requests (id, kind, user_id, payload, expires_at)"
+	    " VALUES ($1, $2, $3, $4::jsonb, now() + $5 * interval '1 second')", &p, &e) ||
+	    !kms_db_exec(db, "NOTIFY kms_requests", NULL, &e) || !kms_db_commit(db, &e))
+		return fail(e);
+	printf("%" G_GINT64_FORMAT "\n", rid);
+	return 0;
+}
+
+/* Open payload.sealed_password of request ID with the queue key. */
+static int
+open_password(KmsVault *v, const char *id)
+{
+	g_autoptr(GError) e = NULL;
+	g_autoptr(PGresult) r = NULL;
+	g_autoptr(KmsSecret) priv = NULL, pw = NULL;
+	g_autofree guchar *blob = NULL;
+	KmsDbParams p = KMS_DB_PARAMS_INIT;
+	gint64 rid = g_ascii_strtoll(id, NULL, 10);
+	gsize len = 0;
+
+	kms_db_param_int(&p, rid);
+	r = kms_db_run(kms_vault_db(v), "SELECT payload->>'sealed_password' FROM requests"
+	    " WHERE id = $1", &p, &e);
+	if (r == NULL)
+		return fail(e);
+	if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) {
+		fprintf(stderr, "vaulttool: no sealed password in request %s\n", id);
+		return 1;
+	}
+	blob = g_base64_decode(PQgetvalue(r, 0, 0), &len);
+	if ((priv = kms_queue_key_private(v, &e)) == NULL ||
+	    (pw = kms_queue_open(priv, "p12-password", rid, blob, len, &e)) == NULL)
+		return fail(e);
+	printf("%.*s\n", (int)pw->len, (const char *)pw->data);
+	return 0;
+}
+
+/* queue_reply() for each "ADDRESS TOKEN" line of standard input. */
+static int
+queue_replies(KmsVault *v, const KmsConfig *cfg)
+{
+	char line[512];
+
+	while (fgets(line, sizeof(line), stdin)) {
+		g_auto(GStrv) f = g_strsplit_set(g_strstrip(line), " \t", 2);
+		int rc;
+
+		if (f[0] == NULL || *f[0] == '\0')
+			continue;
+		if (f[1] == NULL) {
+			fprintf(stderr, "vaulttool: want ADDRESS TOKEN lines\n");
+			return 2;
+		}
+		if ((rc = queue_reply(v, cfg, f[0], g_strstrip(f[1]), NULL)) != 0)
+			return rc;
+	}
+	return 0;
 }
 
 int
@@ -201,7 +386,15 @@ main(int argc, char **argv)
 	else if (strcmp(argv[1], "ca-key") == 0 && argc == 2)
 		rc = ca_key(v);
 	else if (strcmp(argv[1], "issue") == 0 && argc == 5)
-		rc = issue(v, cfg, argv[2], argv[3], argv[4]);
+		rc = issue(v, cfg, argv[2], argv[3], argv[4], FALSE);
+	else if (strcmp(argv[1], "issue-record") == 0 && argc == 5)
+		rc = issue(v, cfg, argv[2], argv[3], argv[4], TRUE);
+	else if (strcmp(argv[1], "queue-reply") == 0 && argc == 3 && strcmp(argv[2], "-") == 0)
+		rc = queue_replies(v, cfg);
+	else if (strcmp(argv[1], "queue-reply") == 0 && (argc == 4 || argc == 5))
+		rc = queue_reply(v, cfg, argv[2], argv[3], argc == 5 ? argv[4] : NULL);
+	else if (strcmp(argv[1], "open-password") == 0 && argc == 3)
+		rc = open_password(v, argv[2]);
 	else
 		fprintf(stderr, "vaulttool: unknown command or arguments\n");
 out:

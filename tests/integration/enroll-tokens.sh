@@ -101,5 +101,16 @@ seq 1 1000 | sed 's/^/user/; s/$/@bulk.example.org/' >"$T/users.txt"
 check "enroll --file with 1000 addresses" "$KMSCTL" -c "$CONF" enroll --deliver out-of-band --file "$T/users.txt"
 is "$(grep -c '^Token: ' "$T/out")" 1000 "1000 tokens printed"
 is "$(psql_kms "SELECT count(*) FROM users WHERE address LIKE '%@bulk.example.org'")" 1000 "1000 users"
+is "$(psql_kms "SELECT count(*) FROM tokens t JOIN users u ON u.id = t.user_id WHERE u.address LIKE '%@bulk.example.org' AND t.status = 'pending'")" 1000 \
+	"1000 pending tokens, one per user"
+is "$(psql_kms "SELECT count(*) FROM requests r JOIN users u ON u.id = r.user_id WHERE u.address LIKE '%@bulk.example.org' AND r.kind = 'mail'")" 1000 \
+	"1000 mail requests queued"
+# the same user twice in one batch, spelt differently: one live token
+printf 'twice@example.org\n<Twice@Example.org>\nonce@example.org\n' >"$T/twice.txt"
+check "enroll --file naming one user twice in one batch" "$KMSCTL" -c "$CONF" enroll --file "$T/twice.txt"
+is "$(psql_kms "SELECT count(*) FROM tokens t JOIN users u ON u.id = t.user_id WHERE lower(u.address) = 'twice@example.org' AND t.status = 'pending'")" 1 \
+	"the user named twice has one live token"
+is "$(psql_kms "SELECT count(*) FROM users WHERE lower(address) IN ('twice@example.org', 'once@example.org')")" 2 \
+	"and one user row"
 kill -TERM "$KPID"; wait "$KPID"
 done_testing
