@@ -115,8 +115,23 @@ static const KmsConfigKey kms_schema[] = {
 	{"enrollment", "p12_password", KMS_CT_ENUM, "token", 0, 0, "token|pin",
 	 "the PKCS#12 password: the token, or a PIN printed to the administrator by kmsctl enroll"},
 
+	{"policy", "encrypt", KMS_CT_ENUM, "never", 0, 0, "never|if-possible|required",
+	 "encrypt outgoing mail: never (unless a trigger asks), if every recipient has a certificate, or always"},
+	{"policy", "header", KMS_CT_STRING, "X-KMS-Encrypt", 0, 0, NULL,
+	 "a message with this header set to yes asks to be encrypted (none: no trigger header)"},
+	{"policy", "subject_tag", KMS_CT_STRING, "[secure]", 0, 0, NULL,
+	 "a message whose subject contains this tag asks to be encrypted (none: no trigger tag)"},
 	{"policy", "algorithms", KMS_CT_LIST, "aes256-cbc,aes128-cbc,aes256-gcm,aes128-gcm", 0, 0, ALGS,
 	 "allowed content-encryption algorithms, in order of preference"},
+	{"policy", "unknown_capabilities", KMS_CT_LIST, "aes256-cbc", 0, 0, ALGS "|none",
+	 "algorithms assumed for a recipient who never announced capabilities (none: such recipients block)"},
+	{"policy", "key_transport", KMS_CT_ENUM, "rsa-oaep-if-announced", 0, 0,
+	 "rsa-pkcs1|rsa-oaep-if-announced",
+	 "RSA key transport: always PKCS#1 v1.5, or RSAES-OAEP for recipients who announced it"},
+	{"policy", "allow_untrusted", KMS_CT_BOOL, "no", 0, 0, NULL,
+	 "also encrypt to harvested certificates whose chain is not trusted"},
+	{"policy", "mixed", KMS_CT_ENUM, "plain", 0, 0, "split|plain|reject",
+	 "if-possible with some recipients lacking a certificate: split, send all in clear, or reject"},
 
 	{"log", "facility", KMS_CT_ENUM, "mail", 0, 0,
 	 "mail|daemon|user|local0|local1|local2|local3|local4|local5|local6|local7",
@@ -383,6 +398,18 @@ check_value(const KmsConfigKey *k, const char *v, char **why)
 		return TRUE;
 	}
 	return FALSE;
+}
+
+gboolean
+kms_config_check(const char *section, const char *key, const char *value, char **why)
+{
+	const KmsConfigKey *k = schema_find(section, key);
+
+	if (k == NULL) {
+		*why = g_strdup_printf("unknown key [%s] %s", section, key);
+		return FALSE;
+	}
+	return check_value(k, value, why);
 }
 
 static char *

@@ -85,6 +85,10 @@ const char *kms_config_dsn(const KmsConfig *cfg, const char *section);
 /* Print every key with its effective value (for -n / check mode). */
 void kms_config_dump(const KmsConfig *cfg, FILE *out);
 
+/* Check VALUE for [SECTION] KEY as a load would (kmsctl policy set shares
+ * it). FALSE with *why (g_free) naming the problem, also for unknown keys. */
+gboolean kms_config_check(const char *section, const char *key, const char *value, char **why);
+
 /* Parse helpers shared with the command line. */
 gboolean kms_parse_bool(const char *s, gboolean *out);
 gboolean kms_parse_duration(const char *s, gint64 *seconds);

@@ -291,6 +291,8 @@ static const struct {
 	{"crl", kmsctl_cmd_crl, "print or save the current CRL"},
 	{"cert", kmsctl_cmd_cert, "list and show issued and harvested certificates"},
 	{"ctl", kmsctl_cmd_ctl, "certificate trust list: external roots for harvested chains"},
+	{"policy", kmsctl_cmd_policy, "show or set the encryption policy per domain and user"},
+	{"negotiate", kmsctl_cmd_negotiate, "how a message to given recipients would be encrypted"},
 };
 
 static void

@@ -53,5 +53,7 @@ int kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_recover(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_enroll.c */
 int kmsctl_cmd_revoke(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_revoke.c */
 int kmsctl_cmd_crl(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_revoke.c */
+int kmsctl_cmd_policy(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_policy.c */
+int kmsctl_cmd_negotiate(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_policy.c */
 
 #endif

@@ -1,0 +1,229 @@
+#!/bin/sh
+# kmsctl policy and kmsctl negotiate on real harvested data: four signers
+# with their own addresses - the OpenSSL-library signer tests/smime-signer
+# (announces AES-GCM and RSAES-OAEP), NSS cmsutil, openssl cms -sign and
+# gpgsm - sign messages at test time that go through kmsmilter (miltertest)
+# into the vault; then the algorithm and per-recipient key transport that
+# kmsctl negotiate chooses under domain and user policy overrides, the
+# refusals (blocking recipient, no usable certificate), issued
+# certificates and revocation (a revoked certificate is never chosen), and
+# the same answers with the kms_milter role.
+. "$top_srcdir/tests/lib.sh"
+command -v miltertest >/dev/null || bail "miltertest not installed (Debian: miltertest)"
+for t in openssl certutil pk12util cmsutil gpgsm gpgconf python3; do
+	command -v "$t" >/dev/null || bail "$t not installed"
+done
+pg_start
+CONF=$T/kms.conf
+write_config "$CONF"
+PORT=$(free_port)
+sed -i "s|^socket = .*|socket = inet:$PORT@127.0.0.1\ndsn = host=$PGSOCK dbname=kms user=kms_milter\ntrust_refresh = 1s\nsystem_trust = no\nseen_refresh = 0|" "$CONF"
+write_password "$T/pw" 'negotiate test password'
+"$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "init failed"
+
+# --- a test PKI and one signed message per peer ---------------------------------
+P=$T/pki
+mkdir -p "$P"
+crlf() { awk '{ sub(/\r$/, ""); printf "%s\r\n", $0 }'; }
+for k in ca gcm nss cms gpg user1 user2; do
+	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$P/$k.key" 2>/dev/null &
+done
+wait
+openssl req -new -x509 -key "$P/ca.key" -out "$P/ca.pem" -days 30 -subj "/O=kmsmilter tests/CN=Negotiate Test CA" \
+	-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null ||
+	bail "cannot make the test CA"
+serial=100
+for n in gcm nss cms gpg; do
+	serial=$((serial + 1))
+	printf 'basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature,keyEncipherment\nextendedKeyUsage = emailProtection\nsubjectAltName = email:%s@partner.test\n' "$n" >"$P/$n.ext"
+	openssl req -new -key "$P/$n.key" -subj "/O=kmsmilter tests/CN=$n" 2>/dev/null |
+	openssl x509 -req -CA "$P/ca.pem" -CAkey "$P/ca.key" -set_serial "$serial" -days 30 \
+		-extfile "$P/$n.ext" -out "$P/$n.pem" 2>/dev/null || bail "cannot issue $n.pem"
+done
+sha_of() { openssl x509 -in "$1" -outform DER | openssl dgst -sha256 -r | cut -d' ' -f1; }
+content() { printf 'Content-Type: text/plain; charset=us-ascii\r\n\r\nSigned by %s.\r\n' "$1"; }
+header() { printf 'From: <%s@partner.test>\r\nTo: <boss@example.org>\r\nSubject: signed by %s\r\nMessage-ID: <%s@negotiate.test>\r\n' "$1" "$1" "$1"; }
+# wrap_detached CONTENT DER: multipart/signed around CONTENT and the signature.
+wrap_detached() {
+	printf 'MIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256; boundary="=_b"\r\n\r\n--=_b\r\n'
+	cat "$1"
+	printf '\r\n--=_b\r\nContent-Type: application/pkcs7-signature; name="smime.p7s"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+	openssl base64 -e -in "$2" | crlf
+	printf '\r\n--=_b--\r\n'
+}
+# OpenSSL library: AES-GCM and RSAES-OAEP announced
+content gcm >"$P/gcm.content"
+{ header gcm; "$top_builddir/tests/smime-signer" --cert "$P/gcm.pem" --key "$P/gcm.key" \
+	--caps aes256-gcm,aes128-gcm,aes256-cbc,aes128-cbc,rsaes-oaep <"$P/gcm.content" | crlf; } >"$P/gcm.eml" ||
+	bail "smime-signer failed"
+# openssl cms -sign: OpenSSL's fixed CBC/3DES/RC2/DES list
+content cms >"$P/cms.content"
+{ header cms; openssl cms -sign -binary -md sha256 -in "$P/cms.content" -signer "$P/cms.pem" \
+	-inkey "$P/cms.key" | crlf; } >"$P/cms.eml" || bail "openssl cms -sign failed"
+# NSS cmsutil -P: aes256-cbc, aes128-cbc, 3DES, RC2, DES
+N=$P/nssdb
+mkdir -p "$N"
+openssl pkcs12 -export -in "$P/nss.pem" -inkey "$P/nss.key" -name nss -passout pass: -out "$P/nss.p12" &&
+	certutil -N -d "sql:$N" --empty-password >/dev/null 2>&1 &&
+	certutil -A -d "sql:$N" -n ca -t C,C,C -i "$P/ca.pem" >/dev/null 2>&1 &&
+	pk12util -i "$P/nss.p12" -d "sql:$N" -W '' >/dev/null 2>&1 || bail "cannot set up the NSS database"
+content nss >"$P/nss.content"
+cmsutil -S -N nss -P -G -T -d "sql:$N" -i "$P/nss.content" -o "$P/nss.p7s" >"$P/nss.log" 2>&1 ||
+	bail "cmsutil -S failed: $(cat "$P/nss.log")"
+{ header nss; wrap_detached "$P/nss.content" "$P/nss.p7s"; } >"$P/nss.eml"
+# gpgsm: aes128-cbc, 3DES (its home is short: gpg-agent's socket lives there)
+GH=$(mktemp -d /tmp/kms-neg-gnupg.XXXXXX) || bail "mktemp failed"
+extra_cleanup="GNUPGHOME=$GH gpgconf --kill all >/dev/null 2>&1; rm -rf $GH"
+echo allow-loopback-pinentry >"$GH/gpg-agent.conf"
+G() { GNUPGHOME=$GH timeout 30 gpgsm --batch --pinentry-mode loopback --passphrase '' "$@"; }
+openssl pkcs12 -export -legacy -in "$P/gpg.pem" -inkey "$P/gpg.key" -certfile "$P/ca.pem" -name gpg \
+	-passout pass: -out "$P/gpg.p12" 2>/dev/null || bail "cannot make gpg.p12"
+G --import "$P/ca.pem" >"$P/gpg.log" 2>&1 && G --import "$P/gpg.p12" >>"$P/gpg.log" 2>&1 ||
+	bail "gpgsm import failed: $(tail -5 "$P/gpg.log")"
+fpr=$(GNUPGHOME=$GH gpgsm --with-colons --list-keys 2>/dev/null | awk -F: '$1 == "fpr" { print $10; exit }')
+echo "$fpr S" >"$GH/trustlist.txt"
+content gpg >"$P/gpg.content"
+G --disable-crl-checks --disable-dirmngr --include-certs -1 -u gpg@partner.test --detach-sign \
+	-o "$P/gpg.p7s" "$P/gpg.content" >>"$P/gpg.log" 2>&1 || bail "gpgsm --detach-sign failed: $(tail -5 "$P/gpg.log")"
+{ header gpg; wrap_detached "$P/gpg.content" "$P/gpg.p7s"; } >"$P/gpg.eml"
+
+# --- harvest them through kmsmilter ---------------------------------------------
+check "the test CA goes into the trust list" "$KMSCTL" -c "$CONF" ctl add "$P/ca.pem"
+start_milter "$CONF" "$T/milter.log"
+for n in gcm nss cms gpg; do
+	check "$n: signed message harvested through the milter protocol" \
+		miltertest -D sock="inet:$PORT@127.0.0.1" -D file="$P/$n.eml" -s "$top_srcdir/tests/milter-send.lua"
+done
+is "$(psql_kms "SELECT string_agg(DISTINCT lower(address), ',' ORDER BY lower(address)) FROM capabilities")" \
+	"cms@partner.test,gcm@partner.test,gpg@partner.test,nss@partner.test" "capabilities of the four signers are in the vault"
+
+# K ARGS: kmsctl, its stdout also kept in $T/doc for J.
+# J FILE PYTHON-EXPR: the expression on the JSON document d (r: its
+# recipients by address) must be true.
+K() { "$KMSCTL" -c "$CONF" "$@" >"$T/doc"; k_rc=$?; cat "$T/doc"; return $k_rc; }
+J() {
+	python3 -c 'import json,sys
+d=json.load(open(sys.argv[1]))
+r={x["address"]:x for x in d.get("recipients",[])}
+ok=eval(sys.argv[2])
+sys.exit(0 if ok else 1)' "$@"
+}
+NEG() { K negotiate --json --from boss@example.org "$@"; }
+GCM=$(sha_of "$P/gcm.pem")
+
+# --- config default order (aes256-cbc first) ---------------------------------------
+check "negotiate gcm@ under the default policy" NEG --rcpt gcm@partner.test
+check "  ... aes256-cbc (the config's first choice), OAEP for the signer that announced it" \
+	J "$T/doc" 'd["algorithm"]=="aes256-cbc" and r["gcm@partner.test"]["key_transport"]=="rsaes-oaep"'
+check "  ... the harvested certificate, capabilities source 'harvested TIME'" \
+	J "$T/doc" 'r["gcm@partner.test"]["certificate"]=="'"$GCM"'" and r["gcm@partner.test"]["capabilities_source"].startswith("harvested 20")'
+check "  ... the sender has no certificate: noted, not an error" \
+	J "$T/doc" 'd["sender"]=={"address":"boss@example.org","certificate":None} and len(d["recipients"])==1'
+
+# --- domain policy of the sender prefers GCM ----------------------------------------
+check "policy set --domain example.org algorithms=GCM first" \
+	"$KMSCTL" -c "$CONF" policy set --domain example.org "algorithms=aes256-gcm, aes128-gcm,aes256-cbc,aes128-cbc"
+like "$T/out" "^domain example.org: algorithms = aes256-gcm,aes128-gcm,aes256-cbc,aes128-cbc$" "  ... stored in canonical form"
+check "GCM+OAEP recipient alone" NEG --rcpt gcm@partner.test
+check "  ... aes256-gcm, authEnveloped-data, rsaes-oaep" \
+	J "$T/doc" 'd["algorithm"]=="aes256-gcm" and d["content_type"]=="authEnveloped-data" and r["gcm@partner.test"]["key_transport"]=="rsaes-oaep"'
+check "+ NSS recipient" NEG --rcpt gcm@partner.test --rcpt nss@partner.test
+check "  ... aes256-cbc; rsa-pkcs1 for NSS, still rsaes-oaep for the GCM signer" \
+	J "$T/doc" 'd["algorithm"]=="aes256-cbc" and r["nss@partner.test"]["key_transport"]=="rsa-pkcs1" and r["gcm@partner.test"]["key_transport"]=="rsaes-oaep"'
+check "  ... the reason names the NSS recipient" J "$T/doc" '"nss@partner.test" in d["reason"]'
+check "+ openssl cms recipient" NEG --rcpt gcm@partner.test --rcpt nss@partner.test --rcpt cms@partner.test
+check "  ... aes256-cbc" J "$T/doc" 'd["algorithm"]=="aes256-cbc" and len(d["recipients"])==3'
+check "+ gpgsm recipient" NEG --rcpt gcm@partner.test --rcpt nss@partner.test --rcpt cms@partner.test --rcpt GPG@partner.test
+check "  ... aes128-cbc (gpgsm announces no AES-256), rsa-pkcs1 for gpgsm" \
+	J "$T/doc" 'd["algorithm"]=="aes128-cbc" and r["GPG@partner.test"]["key_transport"]=="rsa-pkcs1"'
+check "text output" "$KMSCTL" -c "$CONF" negotiate --from boss@example.org --rcpt gcm@partner.test --rcpt gpg@partner.test
+like "$T/out" "^algorithm: aes128-cbc \(enveloped-data\)$" "  ... names the algorithm"
+like "$T/out" "^sender boss@example.org has no usable encryption certificate" "  ... and the sender without certificate"
+
+# --- a user override beats the domain: no aes128-cbc -> gpgsm blocks -------------------
+check "policy set --user boss@example.org algorithms=aes256-gcm,aes256-cbc" \
+	"$KMSCTL" -c "$CONF" policy set --user Boss@Example.org algorithms=aes256-gcm,aes256-cbc
+expect_exit 1 "without aes128-cbc the four recipients have no common algorithm: exit 1" \
+	NEG --rcpt gcm@partner.test --rcpt nss@partner.test --rcpt cms@partner.test --rcpt gpg@partner.test
+like "$T/err" "gpg@partner.test" "  ... naming the gpgsm recipient"
+unlike "$T/err" "nss@partner.test|cms@partner.test" "  ... and not the others"
+check "the three others still negotiate aes256-cbc" NEG --rcpt gcm@partner.test --rcpt nss@partner.test --rcpt cms@partner.test
+check "  ... aes256-cbc" J "$T/doc" 'd["algorithm"]=="aes256-cbc"'
+check "policy show --user --json" K policy show --user boss@example.org --json
+check "  ... shows each value's source: user, domain, config" \
+	J "$T/doc" 'd["scope"]=="user" and d["name"]=="boss@example.org" and d["policy"]["algorithms"]=={"value":"aes256-gcm,aes256-cbc","source":"user"} and d["policy"]["encrypt"]=={"value":"never","source":"config"} and d["policy"]["unknown_capabilities"]["value"]=="aes256-cbc"'
+check "policy show --user (text)" "$KMSCTL" -c "$CONF" policy show --user boss@example.org
+like "$T/out" "^  algorithms +aes256-gcm,aes256-cbc +\(user boss@example.org\)$" "  ... algorithms from the user"
+like "$T/out" "^  mixed +plain +\(config\)$" "  ... mixed from the config (default plain)"
+check "policy set --user: key_transport=rsa-pkcs1, algorithms= (removed)" \
+	"$KMSCTL" -c "$CONF" policy set --user boss@example.org key_transport=rsa-pkcs1 algorithms=
+like "$T/out" "algorithms override removed" "  ... says the override is gone"
+check "GCM recipient under key_transport=rsa-pkcs1" NEG --rcpt gcm@partner.test
+check "  ... aes256-gcm again (domain algorithms), now with rsa-pkcs1" \
+	J "$T/doc" 'd["algorithm"]=="aes256-gcm" and r["gcm@partner.test"]["key_transport"]=="rsa-pkcs1"'
+check "policy show --domain example.org --json" K policy show --domain example.org --json
+check "  ... algorithms from the domain, key_transport from the config" \
+	J "$T/doc" 'd["policy"]["algorithms"]["source"]=="domain" and d["policy"]["key_transport"]=={"value":"rsa-oaep-if-announced","source":"config"}'
+check "policy show (global) --json lists the overrides" K policy show --json
+check "  ... two overrides, global values from the config" \
+	J "$T/doc" 'sorted((o["scope"],o["name"],o["key"]) for o in d["overrides"])==[("domain","example.org","algorithms"),("user","boss@example.org","key_transport")] and all(v["source"]=="config" for v in d["policy"].values())'
+
+# --- the strictest encrypt level of sender and recipients ------------------------
+check "policy set --domain partner.test encrypt=required" "$KMSCTL" -c "$CONF" policy set --domain partner.test encrypt=required
+check "negotiate to partner.test" NEG --rcpt nss@partner.test
+check "  ... encrypt: required (the recipients' domain)" J "$T/doc" 'd["encrypt"]=="required"'
+
+# --- validation --------------------------------------------------------------------
+expect_exit 1 "unknown key refused" "$KMSCTL" -c "$CONF" policy set --domain example.org colour=blue
+like "$T/err" "unknown policy key 'colour'" "  ... naming it"
+expect_exit 1 "bad algorithm refused" "$KMSCTL" -c "$CONF" policy set --domain example.org algorithms=aes256-gcm,rc4
+like "$T/err" "algorithms: unknown item 'rc4'" "  ... naming it"
+expect_exit 1 "bad header name refused" "$KMSCTL" -c "$CONF" policy set --domain example.org "header=X Bad:"
+expect_exit 1 "a bad pair refuses the whole command" "$KMSCTL" -c "$CONF" policy set --domain example.org encrypt=required mixed=sometimes
+is "$(psql_kms "SELECT count(*) FROM policy WHERE name = 'example.org' AND key = 'encrypt'")" 0 "  ... nothing stored"
+expect_exit 2 "policy set without --domain/--user is a usage error" "$KMSCTL" -c "$CONF" policy set encrypt=required
+expect_exit 1 "a row edited by hand with a bad value is an error, not a default" \
+	sh -c "\"$PG_BINDIR/psql\" -X -q -h \"$PGSOCK\" -U kmsdba -d kms -c \"INSERT INTO policy (scope, name, key, value) VALUES ('domain', 'bad.test', 'encrypt', 'maybe')\" && \"$KMSCTL\" -c \"$CONF\" policy show --domain bad.test"
+like "$T/err" "vault policy of domain bad.test: encrypt" "  ... naming the row"
+
+# --- no certificate ---------------------------------------------------------------
+expect_exit 1 "unknown address: exit 1" NEG --rcpt gcm@partner.test --rcpt nobody@partner.test
+like "$T/err" "no usable encryption certificate for nobody@partner.test" "  ... no usable encryption certificate for it"
+
+# --- issued certificates, the sender, revocation -----------------------------------
+for u in user1 user2; do
+	openssl pkey -in "$P/$u.key" -pubout -out "$P/$u.pub" 2>/dev/null
+	"$VAULTTOOL" -c "$CONF" -p "$T/pw" issue-record encryption boss@example.org "$P/$u.pub" >"$P/$u-issued.pem" ||
+		bail "vaulttool issue-record failed"
+	sleep 1	# a later not_before for user2
+done
+I1=$(sha_of "$P/user1-issued.pem"); I2=$(sha_of "$P/user2-issued.pem")
+check "negotiate with the sender's issued certificates" NEG --rcpt gcm@partner.test
+check "  ... the sender's newest issued certificate is a recipient, marked sender" \
+	J "$T/doc" 'r["boss@example.org"]["certificate"]=="'"$I2"'" and r["boss@example.org"]["sender"] and d["sender"]["certificate"]=="'"$I2"'"'
+check "  ... its capabilities are unknown (none): aes256-cbc assumed, not GCM" \
+	J "$T/doc" 'r["boss@example.org"]["capabilities_source"]=="none" and r["boss@example.org"]["assumed"] and d["algorithm"]=="aes256-cbc"'
+S2=$(openssl x509 -in "$P/user2-issued.pem" -noout -serial | cut -d= -f2)
+check "kmsctl revoke --serial (the newest)" "$KMSCTL" -c "$CONF" revoke --serial "$S2"
+check "negotiate after the revocation" NEG --rcpt gcm@partner.test
+check "  ... the revoked certificate is not chosen, the older valid one is" \
+	J "$T/doc" 'r["boss@example.org"]["certificate"]=="'"$I1"'"'
+check "kmsctl revoke boss@example.org (all)" "$KMSCTL" -c "$CONF" revoke boss@example.org
+expect_exit 1 "boss@ as a recipient with only revoked certificates: exit 1" \
+	"$KMSCTL" -c "$CONF" negotiate --rcpt boss@example.org --rcpt gcm@partner.test
+like "$T/err" "no usable encryption certificate for boss@example.org" "  ... no usable encryption certificate"
+check "negotiate --from boss@ again" NEG --rcpt gcm@partner.test
+check "  ... the sender has no certificate any more" J "$T/doc" 'd["sender"]["certificate"] is None and "boss@example.org" not in r'
+
+# --- the kms_milter role reads the same -----------------------------------------
+sed "s|^dsn = host=$PGSOCK dbname=kms user=kmsdba|dsn = host=$PGSOCK dbname=kms user=kms_milter|" "$CONF" >"$T/milter-role.conf"
+check "negotiate as kms_milter" K -c "$T/milter-role.conf" negotiate --json --from boss@example.org \
+	--rcpt gcm@partner.test --rcpt nss@partner.test
+check "  ... same decision: aes256-cbc, the overrides read too (user key_transport, domain encrypt)" \
+	J "$T/doc" 'd["algorithm"]=="aes256-cbc" and r["gcm@partner.test"]["key_transport"]=="rsa-pkcs1" and r["nss@partner.test"]["key_transport"]=="rsa-pkcs1" and d["encrypt"]=="required"'
+expect_exit 1 "kms_milter cannot change policy" "$KMSCTL" -c "$T/milter-role.conf" policy set --domain example.org encrypt=required
+
+kill -TERM "$MPID"; wait "$MPID"; rc=$?
+is "$rc" 0 "kmsmilter exits 0 on SIGTERM"
+unlike "$T/milter.log" "AddressSanitizer|runtime error" "no sanitizer report in the milter log"
+done_testing
