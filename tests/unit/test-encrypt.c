@@ -122,44 +122,6 @@ read_file(const char *dir, const char *name)
 	return g_bytes_new_take(data, len);
 }
 
-/* In the child of run(): stdin from the file named by DATA (if any), no
- * core file. */
-static void
-child_setup(gpointer data)
-{
-	struct rlimit no_core = {0, 0};
-	int fd;
-
-	setrlimit(RLIMIT_CORE, &no_core);
-	if (data && (fd = open(data, O_RDONLY)) >= 0) {
-		dup2(fd, 0);
-		close(fd);
-	}
-}
-
-/* Run ARGV in DIR with GNUPGHOME (when not NULL) and stdin from
- * DIR/STDIN_NAME (when not NULL); *output gets stdout and stderr. TRUE
- * on exit 0. */
-static gboolean
-run(const char *dir, const char *gnupghome, const char *stdin_name,
-    const char *const *argv, char **output)
-{
-	g_autoptr(GError) err = NULL;
-	g_auto(GStrv) env = g_get_environ();
-	g_autofree char *in = NULL, *out = NULL, *errs = NULL;
-	int status = -1;
-
-	if (gnupghome)
-		env = g_environ_setenv(env, "GNUPGHOME", gnupghome, TRUE);
-	if (stdin_name)
-		in = g_build_filename(dir, stdin_name, NULL);
-	g_spawn_sync(dir, (char **) argv, env, G_SPAWN_SEARCH_PATH,
-	    child_setup, in, &out, &errs, &status, &err);
-	g_assert_no_error(err);
-	*output = g_strconcat(out, errs, NULL);
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
 /* Skip the test (TRUE) when PROGRAM is not installed. */
 static gboolean
 skip_without(const char *program)
@@ -247,7 +209,7 @@ nss_setup(void)
 		    skip_without("cmsutil"))
 			return FALSE;
 		g_assert_cmpint(g_mkdir(db, 0700), ==, 0);
-		if (!run(shared, NULL, NULL, mkdb, &out))
+		if (!test_run_in(shared, NULL, NULL, mkdb, &out))
 			g_error("certutil -N: %s", out);
 		for (int i = 0; i < 2; i++) {
 			const Party *p = i == 0 ? &bob : &carol;
@@ -258,7 +220,7 @@ nss_setup(void)
 			g_autofree char *o = NULL;
 
 			write_p12(p);
-			if (!run(shared, NULL, NULL, imp, &o))
+			if (!test_run_in(shared, NULL, NULL, imp, &o))
 				g_error("pk12util -i %s: %s", file, o);
 		}
 		nss_state = 1;
@@ -289,7 +251,7 @@ gpgsm_setup(void)
 		write_file(shared, "pw-line", PASSWORD "\n",
 		    strlen(PASSWORD) + 1);
 		write_p12(&bob);
-		if (!run(shared, home, "pw-line", imp, &out) ||
+		if (!test_run_in(shared, home, "pw-line", imp, &out) ||
 		    !strstr(out, "secret keys imported: 1"))
 			g_error("gpgsm --import bob.p12: %s", out);
 		gpgsm_state = 1;
@@ -368,7 +330,7 @@ openssl_decrypt(const char *dir, const Party *p, char **out)
 	const char *argv[] = {"openssl", "cms", "-decrypt", "-in", "msg.eml",
 	    "-recip", cert, "-inkey", key, "-out", "dec.ossl", NULL};
 
-	return run(dir, NULL, NULL, argv, out);
+	return test_run_in(dir, NULL, NULL, argv, out);
 }
 
 /* `openssl cms -cmsout -print` of DIR/msg.der. */
@@ -379,7 +341,7 @@ cms_print(const char *dir)
 	    "-inform", "DER", "-in", "msg.der", NULL};
 	char *out = NULL;
 
-	if (!run(dir, NULL, NULL, argv, &out))
+	if (!test_run_in(dir, NULL, NULL, argv, &out))
 		g_error("openssl cms -print: %s", out);
 	return out;
 }
@@ -547,7 +509,7 @@ test_peer(gconstpointer data)
 		const char *argv[] = {"cmsutil", "-D", "-d", db, "-i",
 		    "msg.der", "-o", "dec.nss", NULL};
 
-		got = run(dir, NULL, NULL, argv, &out);
+		got = test_run_in(dir, NULL, NULL, argv, &out);
 		outfile = "dec.nss";
 		break;
 	}
@@ -560,7 +522,7 @@ test_peer(gconstpointer data)
 		home = g_build_filename(shared, "gh", NULL);
 		write_file(dir, "pw-line", PASSWORD "\n",
 		    strlen(PASSWORD) + 1);
-		got = run(dir, home, "pw-line", argv, &out);
+		got = test_run_in(dir, home, "pw-line", argv, &out);
 		outfile = "dec.gpgsm";
 		break;
 	}
@@ -668,7 +630,7 @@ test_signed_wrapped_whole(void)
 	write_pem(dir, "alice", key, cert);
 	write_pem(dir, "ca", NULL, ca_cert);
 	write_file(dir, "content", content, strlen(content));
-	if (!run(dir, NULL, NULL, sign, &out))
+	if (!test_run_in(dir, NULL, NULL, sign, &out))
 		g_error("openssl cms -sign: %s", out);
 	signed_eml = read_file(dir, "signed.eml");
 	msg = g_strdup_printf("From: alice@example.org\nTo: bob@example.org\n"
@@ -687,7 +649,7 @@ test_signed_wrapped_whole(void)
 		g_error("openssl cms -decrypt: %s", out);
 	g_assert_true(same_as(dir, "dec.ossl", entity));
 	g_clear_pointer(&out, g_free);
-	if (!run(dir, NULL, NULL, verify, &out) ||
+	if (!test_run_in(dir, NULL, NULL, verify, &out) ||
 	    !strstr(out, "Verification successful"))
 		g_error("openssl cms -verify of the decrypted message: got "
 		    "\"%s\", want success", out);
@@ -708,7 +670,7 @@ test_signed_wrapped_whole(void)
 	write_file(dir, "dec.ossl", text, len);
 	g_free(text);
 	g_clear_pointer(&out, g_free);
-	if (run(dir, NULL, NULL, verify, &out))
+	if (test_run_in(dir, NULL, NULL, verify, &out))
 		g_error("openssl cms -verify of a changed message: got "
 		    "success, want failure");
 }
@@ -1093,7 +1055,7 @@ main(int argc, char **argv)
 		const char *kill[] = {"gpgconf", "--kill", "all", NULL};
 		g_autofree char *out = NULL;
 
-		run(shared, home, NULL, kill, &out);
+		test_run_in(shared, home, NULL, kill, &out);
 	}
 	for (gsize i = 0; i < G_N_ELEMENTS(parties); i++)
 		party_clear(parties[i]);

@@ -127,46 +127,6 @@ build(const KmsP12Entry *e, guint n, KmsP12Profile profile, TestDir **dir)
 	return p12;
 }
 
-/* In the child of run(): stdin from the file named by DATA (if any), and
- * no core file from a crashing peer. */
-static void
-child_setup(gpointer data)
-{
-	struct rlimit no_core = {0, 0};
-	int fd;
-
-	setrlimit(RLIMIT_CORE, &no_core);
-	if (data && (fd = open(data, O_RDONLY)) >= 0) {
-		dup2(fd, 0);
-		close(fd);
-	}
-}
-
-/*
- * Run ARGV in DIR with GNUPGHOME (when not NULL) in the environment and
- * stdin from DIR/STDIN_NAME (when not NULL); *output gets stdout and
- * stderr (g_free). Returns the wait status.
- */
-static int
-run(const char *dir, const char *gnupghome, const char *stdin_name,
-    const char *const *argv, char **output)
-{
-	g_autoptr(GError) err = NULL;
-	g_auto(GStrv) env = g_get_environ();
-	g_autofree char *in = NULL, *out = NULL, *errs = NULL;
-	int status = -1;
-
-	if (gnupghome)
-		env = g_environ_setenv(env, "GNUPGHOME", gnupghome, TRUE);
-	if (stdin_name)
-		in = g_build_filename(dir, stdin_name, NULL);
-	g_spawn_sync(dir, (char **) argv, env, G_SPAWN_SEARCH_PATH,
-	    child_setup, in, &out, &errs, &status, &err);
-	g_assert_no_error(err);
-	*output = g_strconcat(out, errs, NULL);
-	return status;
-}
-
 /* Did a wait status come from a normal exit 0? */
 static gboolean
 exited_ok(int status)
@@ -415,7 +375,7 @@ assert_openssl_info(const char *dir, KmsP12Profile p, int keys, int certs)
 	const char **want = p == KMS_P12_MODERN ? modern : legacy;
 	g_autofree char *out = NULL;
 
-	if (!exited_ok(run(dir, NULL, NULL, argv, &out)))
+	if (!exited_ok(test_run_status(dir, NULL, NULL, argv, &out)))
 		g_error("openssl pkcs12 -info: got failure \"%s\", want "
 		    "success", out);
 	if (count(out, want[0]) != 1 || count(out, want[1]) != 1 ||
@@ -484,7 +444,7 @@ test_wrong_password(gconstpointer data)
 	g_assert_null(got_key);
 	ERR_clear_error();
 	write_file(dir, "pw", "wrong", 5);
-	if (exited_ok(run(dir, NULL, NULL, argv, &out)) ||
+	if (exited_ok(test_run_status(dir, NULL, NULL, argv, &out)) ||
 	    strstr(out, "Mac verify error") == NULL)
 		g_error("openssl pkcs12 with a wrong password: got \"%s\", "
 		    "want \"Mac verify error\" and a failure", out);
@@ -524,16 +484,16 @@ nss_import(const char *dir, KmsP12Profile profile, char **certs,
 	g_autofree char *out = NULL, *out2 = NULL;
 
 	g_assert_cmpint(g_mkdir(db, 0700), ==, 0);
-	if (!exited_ok(run(dir, NULL, NULL, mkdb, &out)))
+	if (!exited_ok(test_run_status(dir, NULL, NULL, mkdb, &out)))
 		g_error("certutil -N: %s", out);
-	if (!exited_ok(run(dir, NULL, NULL, imp, &out2)) ||
+	if (!exited_ok(test_run_status(dir, NULL, NULL, imp, &out2)) ||
 	    !strstr(out2, "PKCS12 IMPORT SUCCESSFUL"))
 		g_error("pk12util -i (%s profile): got \"%s\", want \"PKCS12 "
 		    "IMPORT SUCCESSFUL\"", kms_p12_profile_name(profile),
 		    g_strstrip(out2));
-	if (!exited_ok(run(dir, NULL, NULL, list_certs, certs)))
+	if (!exited_ok(test_run_status(dir, NULL, NULL, list_certs, certs)))
 		g_error("certutil -L: %s", *certs);
-	if (!exited_ok(run(dir, NULL, NULL, list_keys, keys)))
+	if (!exited_ok(test_run_status(dir, NULL, NULL, list_keys, keys)))
 		g_error("certutil -K: %s", *keys);
 }
 
@@ -588,9 +548,9 @@ gpgsm_import(const char *dir, char **output)
 	g_assert_cmpint(g_mkdir(home, 0700), ==, 0);
 	write_file(home, "gpg-agent.conf", "allow-loopback-pinentry\n", 24);
 	write_file(dir, "pw-line", PASSWORD "\n", strlen(PASSWORD) + 1);
-	st = run(dir, home, "pw-line", imp, &out);
-	run(dir, home, NULL, ls, &list);
-	run(dir, home, NULL, kill, &kill_out);
+	st = test_run_status(dir, home, "pw-line", imp, &out);
+	test_run_status(dir, home, NULL, ls, &list);
+	test_run_status(dir, home, NULL, kill, &kill_out);
 	*output = g_strconcat(out, list, NULL);
 	return st;
 }
@@ -724,7 +684,7 @@ test_key_history(gconstpointer data)
 	p12 = build(h.e, HISTORY, t->profile, &dir);
 	assert_contents(p12, h.e, HISTORY);
 	assert_openssl_info(dir, t->profile, HISTORY, HISTORY + 1);
-	if (!exited_ok(run(dir, NULL, NULL, nodes, &out)) ||
+	if (!exited_ok(test_run_status(dir, NULL, NULL, nodes, &out)) ||
 	    count(out, "BEGIN PRIVATE KEY") != HISTORY ||
 	    count(out, "BEGIN CERTIFICATE") != HISTORY + 1)
 		g_error("openssl pkcs12 -nodes: got %d keys and %d "

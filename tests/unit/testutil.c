@@ -5,6 +5,10 @@
 #include "autoconfig.h"
 #include "testutil.h"
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 TestDir *
 test_dir_new(const char *prefix)
 {
@@ -31,16 +35,51 @@ test_dir_free(TestDir *dir)
 	g_free(dir);
 }
 
-gboolean
-test_run(const char *dir, const char *const *argv, char **output)
+/* In the child: stdin from the file named by DATA (if any), and no core
+ * file from a crashing peer. */
+static void
+child_setup(gpointer data)
+{
+	struct rlimit no_core = {0, 0};
+	int fd;
+
+	setrlimit(RLIMIT_CORE, &no_core);
+	if (data && (fd = open(data, O_RDONLY)) >= 0) {
+		dup2(fd, 0);
+		close(fd);
+	}
+}
+
+int
+test_run_status(const char *dir, const char *gnupghome, const char *stdin_name,
+    const char *const *argv, char **output)
 {
 	g_autoptr(GError) err = NULL;
-	g_autofree char *out = NULL, *errs = NULL;
-	int status;
+	g_auto(GStrv) env = g_get_environ();
+	g_autofree char *in = NULL, *out = NULL, *errs = NULL;
+	int status = -1;
 
-	g_spawn_sync(dir, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &errs,
+	if (gnupghome)
+		env = g_environ_setenv(env, "GNUPGHOME", gnupghome, TRUE);
+	if (stdin_name)
+		in = g_build_filename(dir, stdin_name, NULL);
+	g_spawn_sync(dir, (char **)argv, env, G_SPAWN_SEARCH_PATH, child_setup, in, &out, &errs,
 	    &status, &err);
 	g_assert_no_error(err);
 	*output = g_strconcat(out, errs, NULL);
-	return g_spawn_check_wait_status(status, NULL);
+	return status;
+}
+
+gboolean
+test_run_in(const char *dir, const char *gnupghome, const char *stdin_name,
+    const char *const *argv, char **output)
+{
+	return g_spawn_check_wait_status(test_run_status(dir, gnupghome, stdin_name, argv, output),
+	    NULL);
+}
+
+gboolean
+test_run(const char *dir, const char *const *argv, char **output)
+{
+	return test_run_in(dir, NULL, NULL, argv, output);
 }

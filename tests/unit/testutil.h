@@ -22,5 +22,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(TestDir, test_dir_free)
 /* Run ARGV (searched in PATH) in DIR; *OUTPUT gets stdout then stderr
  * (g_free). TRUE on exit status 0. */
 gboolean test_run(const char *dir, const char *const *argv, char **output);
+/* The same with GNUPGHOME (when not NULL) in the environment, stdin from
+ * DIR/STDIN_NAME (when not NULL) and no core file from a crashing peer;
+ * test_run_status returns the wait status. */
+gboolean test_run_in(const char *dir, const char *gnupghome, const char *stdin_name,
+    const char *const *argv, char **output);
+int test_run_status(const char *dir, const char *gnupghome, const char *stdin_name,
+    const char *const *argv, char **output);
 
 #endif
