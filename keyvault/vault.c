@@ -94,7 +94,7 @@ kms_vault_schema_version(KmsVault *v, int *version, GError **err)
 
 /* Run one compiled-in SQL script (constant text, no parameters). */
 static gboolean
-run_script(KmsVault *v, const char *name, GError **err)
+run_script(PGconn *db, const char *name, GError **err)
 {
 	g_autofree char *path = g_strconcat("/org/kmsmilter/sql/", name, NULL);
 	g_autoptr(GBytes) sql = g_resource_lookup_data(kms_sql_get_resource(), path,
@@ -107,7 +107,13 @@ run_script(KmsVault *v, const char *name, GError **err)
 		return FALSE;
 	data = g_bytes_get_data(sql, &len);
 	text = g_strndup(data, len);
-	return kms_db_exec_script(v->db, text, err);
+	return kms_db_exec_script(db, text, err);
+}
+
+gboolean
+kms_vault_apply_schema(PGconn *db, GError **err)
+{
+	return run_script(db, "001_initial.sql", err) && run_script(db, "roles.sql", err);
 }
 
 static const KmsSealContext wrap_ctx_template = {"vault_seal", "wrapped_key", 1, 0};
@@ -162,11 +168,11 @@ kms_vault_create(KmsVault *v, const KmsSecret *password, guint32 t_cost,
 		    PQdb(v->db));
 		return FALSE;
 	}
-	if (!run_script(v, "001_initial.sql", err) || !run_script(v, "roles.sql", err))
+	if (!kms_vault_apply_schema(v->db, err))
 		return FALSE;
 	vk = kms_secret_new(KMS_VAULT_KEY_LEN);
 	if (!kms_random(vk->data, vk->len, err) ||
-	    !write_wrap(v, vk, 1, password, t_cost, m_cost_kib, err))
+	    (password != NULL && !write_wrap(v, vk, 1, password, t_cost, m_cost_kib, err)))
 		return FALSE;
 	v->key = kms_secret_free(v->key);
 	v->key = g_steal_pointer(&vk);
@@ -197,9 +203,16 @@ unwrap(KmsVault *v, const KmsSecret *password, gboolean lock, int *key_version, 
 	if (r == NULL)
 		return NULL;
 	if (PQntuples(r) != 1) {
-		g_set_error(err, KMS_VAULT_ERROR, KMS_VAULT_ERROR_NOT_INITIALIZED,
-		    "the vault has no sealed key (vault_seal is empty): the database is damaged"
-		    " or was not initialised by kmsctl init");
+		g_autoptr(KmsShareSet) set = NULL;
+
+		if (kms_vault_share_set(v, &set, NULL) && set != NULL)
+			g_set_error(err, KMS_VAULT_ERROR, KMS_VAULT_ERROR_PASSWORD,
+			    "this vault has no startup password: it is unsealed with %u of its"
+			    " %u shares (kmsctl unseal)", set->threshold, set->count);
+		else
+			g_set_error(err, KMS_VAULT_ERROR, KMS_VAULT_ERROR_NOT_INITIALIZED,
+			    "the vault has no sealed key (vault_seal is empty): the database is"
+			    " damaged or was not initialised by kmsctl init");
 		return NULL;
 	}
 	salt = kms_db_get_bytes(r, 0, 1);
@@ -273,6 +286,156 @@ kms_vault_change_password(KmsVault *v, const KmsSecret *old_pw, const KmsSecret 
 	return TRUE;
 }
 
+static const KmsSealContext shares_ctx_template = {"vault_shares", "wrapped_key", 1, 0};
+
+GPtrArray *
+kms_vault_shares_create(KmsVault *v, guint n, guint m, GError **err)
+{
+	KmsDbParams p = KMS_DB_PARAMS_INIT;
+	KmsSealContext ctx = shares_ctx_template;
+	g_autoptr(KmsSecret) secret = NULL, kek = NULL;
+	g_autoptr(GPtrArray) shares = NULL;
+	g_autoptr(GBytes) wrapped = NULL;
+	g_autofree guint8 *checks = NULL;
+	guint8 set_id[KMS_SHARE_SET_ID_LEN];
+
+	if (v->key == NULL) {
+		g_set_error(err, KMS_VAULT_ERROR, KMS_VAULT_ERROR_SEALED,
+		    "the vault is sealed: unseal it before making shares");
+		return NULL;
+	}
+	secret = kms_secret_new(KMS_SHARE_LEN);
+	if (!kms_random(secret->data, secret->len, err) ||
+	    !kms_random(set_id, sizeof(set_id), err) ||
+	    (shares = kms_shamir_split(secret, n, m, err)) == NULL ||
+	    (kek = kms_shamir_kek(secret, set_id, err)) == NULL)
+		return NULL;
+	checks = g_malloc(n * KMS_SHARE_CHECK_LEN);
+	for (guint i = 0; i < n; i++)
+		kms_share_check_value(set_id, g_ptr_array_index(shares, i),
+		    checks + i * KMS_SHARE_CHECK_LEN);
+	ctx.key_version = v->key_version;
+	if ((wrapped = kms_seal(kek, &ctx, v->key->data, v->key->len, err)) == NULL)
+		return NULL;
+	kms_db_param_int(&p, v->key_version);
+	kms_db_param_int(&p, m);
+	kms_db_param_int(&p, n);
+	kms_db_param_bytes(&p, set_id, sizeof(set_id));
+	kms_db_param_bytes(&p, checks, n * KMS_SHARE_CHECK_LEN);
+	kms_db_param_bytes(&p, g_bytes_get_data(wrapped, NULL), g_bytes_get_size(wrapped));
+	if (!kms_db_exec(v->db,
+	    "INSERT INTO vault_shares (id, key_version, threshold, share_count, set_id,"
+	    " share_checks, wrapped_key) VALUES (1, $1, $2, $3, $4, $5, $6)"
+	    " ON CONFLICT (id) DO UPDATE SET key_version = excluded.key_version,"
+	    "  threshold = excluded.threshold, share_count = excluded.share_count,"
+	    "  set_id = excluded.set_id, share_checks = excluded.share_checks,"
+	    "  wrapped_key = excluded.wrapped_key, created_at = now()", &p, err))
+		return NULL;
+	return g_steal_pointer(&shares);
+}
+
+gboolean
+kms_vault_share_set(KmsVault *v, KmsShareSet **set, GError **err)
+{
+	g_autoptr(PGresult) r = NULL;
+	g_autoptr(GBytes) id = NULL;
+	KmsShareSet *s;
+
+	*set = NULL;
+	r = kms_db_run(v->db,
+	    "SELECT key_version, threshold, share_count, set_id, share_checks, wrapped_key,"
+	    " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+	    " FROM vault_shares WHERE id = 1", NULL, err);
+	if (r == NULL)
+		return FALSE;
+	if (PQntuples(r) == 0)
+		return TRUE;
+	s = g_new0(KmsShareSet, 1);
+	s->key_version = (int)kms_db_get_int(r, 0, 0);
+	s->threshold = (guint)kms_db_get_int(r, 0, 1);
+	s->count = (guint)kms_db_get_int(r, 0, 2);
+	id = kms_db_get_bytes(r, 0, 3);
+	s->checks = kms_db_get_bytes(r, 0, 4);
+	s->wrapped_key = kms_db_get_bytes(r, 0, 5);
+	s->created_at = g_strdup(PQgetvalue(r, 0, 6));
+	if (id == NULL || g_bytes_get_size(id) != KMS_SHARE_SET_ID_LEN || s->checks == NULL ||
+	    g_bytes_get_size(s->checks) != s->count * KMS_SHARE_CHECK_LEN ||
+	    s->wrapped_key == NULL || s->threshold < 2 || s->count < s->threshold) {
+		kms_share_set_free(s);
+		g_set_error(err, KMS_VAULT_ERROR, KMS_VAULT_ERROR_NOT_INITIALIZED,
+		    "the vault's share set (vault_shares) is malformed");
+		return FALSE;
+	}
+	memcpy(s->set_id, g_bytes_get_data(id, NULL), KMS_SHARE_SET_ID_LEN);
+	*set = s;
+	return TRUE;
+}
+
+gboolean
+kms_vault_unseal_shares(KmsVault *v, KmsShare *const *shares, guint count, GError **err)
+{
+	g_autoptr(KmsShareSet) set = NULL;
+	g_autoptr(KmsSecret) secret = NULL, kek = NULL;
+	g_autoptr(GError) e = NULL;
+	KmsShare *use[KMS_SHARES_MAX];
+	KmsSealContext ctx = shares_ctx_template;
+	guint distinct = 0;
+	KmsSecret *vk;
+	int version;
+
+	if (!kms_vault_schema_version(v, &version, err) || !kms_vault_share_set(v, &set, err))
+		return FALSE;
+	if (set == NULL) {
+		g_set_error(err, KMS_SHAMIR_ERROR, KMS_SHAMIR_ERROR_NONE,
+		    "this vault has no unseal shares (kmsctl rekey --shares makes them)");
+		return FALSE;
+	}
+	for (guint i = 0; i < count; i++) {
+		gboolean seen = FALSE;
+
+		if (!kms_share_set_check(set, shares[i], err))
+			return FALSE;
+		for (guint j = 0; j < distinct; j++)
+			seen |= use[j]->index == shares[i]->index;
+		if (!seen && distinct < set->threshold)
+			use[distinct++] = shares[i];
+	}
+	if (distinct < set->threshold) {
+		g_set_error(err, KMS_SHAMIR_ERROR, KMS_SHAMIR_ERROR_TOO_FEW,
+		    "%u distinct share%s of the %u needed", distinct, distinct == 1 ? "" : "s",
+		    set->threshold);
+		return FALSE;
+	}
+	if ((secret = kms_shamir_combine(use, distinct, err)) == NULL ||
+	    (kek = kms_shamir_kek(secret, set->set_id, err)) == NULL)
+		return FALSE;
+	ctx.key_version = set->key_version;
+	vk = kms_unseal(kek, &ctx, g_bytes_get_data(set->wrapped_key, NULL),
+	    g_bytes_get_size(set->wrapped_key), &e);
+	if (vk == NULL || vk->len != KMS_VAULT_KEY_LEN) {
+		kms_secret_free(vk);
+		g_set_error(err, KMS_VAULT_ERROR, KMS_VAULT_ERROR_PASSWORD,
+		    "the shares are right but the vault key does not unwrap:"
+		    " vault_shares was altered");
+		return FALSE;
+	}
+	kms_secret_free(v->key);
+	v->key = vk;
+	v->key_version = set->key_version;
+	return TRUE;
+}
+
+gboolean
+kms_vault_has_password(KmsVault *v, gboolean *has, GError **err)
+{
+	g_autoptr(PGresult) r = kms_db_run(v->db, "SELECT count(*) FROM vault_seal", NULL, err);
+
+	if (r == NULL)
+		return FALSE;
+	*has = kms_db_get_int(r, 0, 0) > 0;
+	return TRUE;
+}
+
 int
 kms_vault_key_version(const KmsVault *v)
 {
@@ -339,15 +502,24 @@ kms_vault_seal_info(KmsVault *v, GError **err)
 	    "SELECT key_version, kdf, kdf_t_cost, kdf_m_cost_kib, kdf_parallelism,"
 	    " to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 	    " FROM vault_seal WHERE id = 1", NULL, err);
+	g_autoptr(KmsShareSet) set = NULL;
+	g_autofree char *shares = NULL;
 
-	if (r == NULL)
+	if (r == NULL || !kms_vault_share_set(v, &set, err))
 		return NULL;
+	if (set)
+		shares = g_strdup_printf("shares: %u of %u (Shamir, made %s)", set->threshold,
+		    set->count, set->created_at);
 	if (PQntuples(r) != 1) {
+		if (set)
+			return g_strdup_printf("vault key version %d, no startup password, %s",
+			    set->key_version, shares);
 		g_set_error(err, KMS_VAULT_ERROR, KMS_VAULT_ERROR_NOT_INITIALIZED,
 		    "the vault has no sealed key");
 		return NULL;
 	}
-	return g_strdup_printf("vault key version %s, %s t=%s m=%s KiB p=%s, password set %s",
+	return g_strdup_printf("vault key version %s, %s t=%s m=%s KiB p=%s, password set %s%s%s",
 	    PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
-	    PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5));
+	    PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5),
+	    shares ? "; " : "", shares ? shares : "");
 }

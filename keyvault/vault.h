@@ -24,6 +24,7 @@
 #include "common/secret.h"
 #include "keyvault/db.h"
 #include "keyvault/seal.h"
+#include "keyvault/shamir.h"
 
 #define KMS_VAULT_ERROR (kms_vault_error_quark())
 GQuark kms_vault_error_quark(void);
@@ -53,9 +54,14 @@ gboolean kms_vault_exists(KmsVault *v, gboolean *exists, GError **err);
 /* Schema version of an existing vault. */
 gboolean kms_vault_schema_version(KmsVault *v, int *version, GError **err);
 
+/* Apply the compiled-in schema and roles (sql/) on DB, in the caller's
+ * transaction: what kmsctl init and kmsctl restore start from. */
+gboolean kms_vault_apply_schema(PGconn *db, GError **err);
+
 /* Inside the caller's transaction: apply schema and roles, make and seal a
  * new vault key under PASSWORD with Argon2id (T passes, M KiB), and leave
- * the vault unsealed. Refuses a database that already holds a vault. */
+ * the vault unsealed. Refuses a database that already holds a vault.
+ * PASSWORD NULL: no password wrap (the caller adds shares). */
 gboolean kms_vault_create(KmsVault *v, const KmsSecret *password, guint32 t_cost,
     guint32 m_cost_kib, GError **err);
 
@@ -67,6 +73,21 @@ gboolean kms_vault_is_unsealed(const KmsVault *v);
  * checking OLD_PW. Nothing else is re-encrypted. */
 gboolean kms_vault_change_password(KmsVault *v, const KmsSecret *old_pw,
     const KmsSecret *new_pw, guint32 t_cost, guint32 m_cost_kib, GError **err);
+
+/* Shamir unseal (shamir.h). Inside the caller's transaction, on an
+ * unsealed vault: make a new unseal secret, split it into N shares of
+ * threshold M, wrap the vault key under it (replacing any earlier share
+ * set, whose shares then stop working). Returns the shares (KmsShare). */
+GPtrArray *kms_vault_shares_create(KmsVault *v, guint n, guint m, GError **err);
+/* The vault's share set in *SET, or NULL when it has none. */
+gboolean kms_vault_share_set(KmsVault *v, KmsShareSet **set, GError **err);
+/* Unseal with COUNT shares: each is checked (KMS_SHAMIR_ERROR_MISMATCH
+ * names the first wrong one), a share given twice counts once, fewer
+ * distinct shares than the threshold is KMS_SHAMIR_ERROR_TOO_FEW. */
+gboolean kms_vault_unseal_shares(KmsVault *v, KmsShare *const *shares, guint count,
+    GError **err);
+/* Does the vault have a startup password wrap (vault_seal row)? */
+gboolean kms_vault_has_password(KmsVault *v, gboolean *has, GError **err);
 
 /* Current vault-key version (sealed values record it). */
 int kms_vault_key_version(const KmsVault *v);

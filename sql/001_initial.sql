@@ -24,6 +24,47 @@ CREATE TABLE vault_seal (
 	changed_at	timestamptz NOT NULL DEFAULT now()
 );
 
+-- Shamir unseal (keyvault/shamir.h): the same vault key wrapped under a
+-- key derived (HKDF-SHA256, salt set_id) from a random unseal secret split
+-- into share_count shares, threshold of which recombine it. No share is
+-- stored: share_checks[i] = SHA-256("kmsmilter-share-v1" || set_id || i ||
+-- share i) lets a wrong share be named when it is entered. A vault made
+-- with shares only has no vault_seal row (no startup password).
+CREATE TABLE vault_shares (
+	id		integer PRIMARY KEY CHECK (id = 1),
+	key_version	integer NOT NULL,
+	threshold	integer NOT NULL CHECK (threshold >= 2),
+	share_count	integer NOT NULL CHECK (share_count >= threshold AND share_count <= 255),
+	set_id		bytea NOT NULL CHECK (length(set_id) = 16),
+	share_checks	bytea NOT NULL CHECK (length(share_checks) = 32 * share_count),
+	wrapped_key	bytea NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+
+-- A sealed kmsd waiting for shares publishes an ephemeral X25519 public
+-- key; kmsctl unseal encrypts a share to it (kms_queue_seal, label
+-- "unseal-share", the unseal_shares row id). kmsd opens it, records the
+-- outcome, and clears sealed_share; its private key never leaves memory.
+CREATE TABLE unseal_sessions (
+	id		bigserial PRIMARY KEY,
+	worker		text NOT NULL,		-- host:pid
+	public_key	bytea NOT NULL CHECK (length(public_key) = 32),
+	status		text NOT NULL DEFAULT 'waiting' CHECK (status IN ('waiting', 'unsealed')),
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	heartbeat_at	timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE unseal_shares (
+	id		bigserial PRIMARY KEY,
+	session_id	bigint NOT NULL REFERENCES unseal_sessions (id) ON DELETE CASCADE,
+	sealed_share	bytea,			-- NULL once kmsd has read it
+	submitted_by	text NOT NULL DEFAULT current_user,
+	status		text NOT NULL DEFAULT 'pending'
+			CHECK (status IN ('pending', 'accepted', 'duplicate', 'rejected', 'unsealed')),
+	detail		text,			-- "2 of 3", or why it was rejected
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+
 -- Certification authority: the active internal CA (root or subordinate).
 CREATE TABLE ca (
 	id		bigserial PRIMARY KEY,

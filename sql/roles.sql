@@ -1,9 +1,10 @@
 -- Roles and privileges, applied by `kmsctl init` after the migrations.
 -- Roles are cluster-wide: they are created once and granted in each vault
 -- database. kms_milter parses hostile mail and must never be able to read
--- a sealed key: it gets no privilege at all on vault_seal, escrowed_keys
--- or admins, only the public columns of ca, and of tokens only the
--- columns it needs to check a reply.
+-- a sealed key: it gets no privilege at all on vault_seal, vault_shares,
+-- unseal_sessions, unseal_shares, escrowed_keys or admins, only the
+-- public columns of ca, and of tokens only the columns it needs to check
+-- a reply.
 DO $$
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'kms_milter') THEN
@@ -38,7 +39,8 @@ GRANT USAGE ON SEQUENCE certificates_id_seq, capabilities_id_seq, requests_id_se
 
 -- kmsd: everything it needs to run the CA and escrow keys.
 GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO kms_service;
-GRANT DELETE ON workers, escrowed_keys, certificate_addresses TO kms_service;
+GRANT DELETE ON workers, escrowed_keys, certificate_addresses, unseal_sessions, unseal_shares
+	TO kms_service;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO kms_service;
 
 -- administrators (kmsctl when connecting as kms_admin)
