@@ -530,10 +530,19 @@ url_shown(const char *url)
 gboolean
 kms_mail_submit(const KmsMailer *m, const char *to, GBytes *message, GError **err)
 {
+	g_return_val_if_fail(m != NULL && m->from != NULL, FALSE);
+	if (!check_address("From", m->from, err))
+		return FALSE;
+	return kms_mail_submit_many(m, &to, 1, message, err);
+}
+
+gboolean
+kms_mail_submit_many(const KmsMailer *m, const char *const *to, gsize n, GBytes *message,
+    GError **err)
+{
 	static GOnce once = G_ONCE_INIT;
 	g_autofree char *where = NULL;
 	g_autofree char *from_arg = NULL;
-	g_autofree char *to_arg = NULL;
 	char detail[CURL_ERROR_SIZE] = "", *p;
 	struct curl_slist *rcpt = NULL;
 	Upload up = { 0 };
@@ -542,8 +551,13 @@ kms_mail_submit(const KmsMailer *m, const char *to, GBytes *message, GError **er
 	long code = 0;
 
 	g_return_val_if_fail(m != NULL && m->url != NULL && message != NULL, FALSE);
-	if (!check_address("From", m->from, err) || !check_address("To", to, err))
+	if (m->from != NULL && *m->from != '\0' && !check_address("From", m->from, err))
 		return FALSE;
+	if (n == 0)
+		return invalid(err, "no To address");
+	for (gsize i = 0; i < n; i++)
+		if (!check_address("To", to[i], err))
+			return FALSE;
 	where = url_shown(m->url);
 	if (g_ascii_strncasecmp(m->url, "smtp://", 7) != 0
 	    && g_ascii_strncasecmp(m->url, "smtps://", 8) != 0)
@@ -555,9 +569,12 @@ kms_mail_submit(const KmsMailer *m, const char *to, GBytes *message, GError **er
 		    "cannot send mail via %s: libcurl failed to initialise", where);
 		return FALSE;
 	}
-	from_arg = g_strdup_printf("<%s>", m->from);
-	to_arg = g_strdup_printf("<%s>", to);
-	rcpt = curl_slist_append(NULL, to_arg);
+	from_arg = g_strdup_printf("<%s>", m->from ? m->from : "");
+	for (gsize i = 0; i < n; i++) {
+		g_autofree char *to_arg = g_strdup_printf("<%s>", to[i]);
+
+		rcpt = curl_slist_append(rcpt, to_arg);
+	}
 	up.data = g_bytes_get_data(message, &up.len);
 
 	curl_easy_setopt(c, CURLOPT_URL, m->url);

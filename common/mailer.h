@@ -55,6 +55,11 @@ GBytes *kms_mail_build(const char *from, const char *to, const char *subject,
 /* Submit MESSAGE (from kms_mail_build) from M->from to TO at M->url. */
 gboolean kms_mail_submit(const KmsMailer *m, const char *to, GBytes *message, GError **err);
 
+/* Submit MESSAGE (any RFC 5322 bytes, CRLF) to the N bare addresses TO in
+ * one transaction; M->from NULL or "" is the null sender <>. */
+gboolean kms_mail_submit_many(const KmsMailer *m, const char *const *to, gsize n,
+    GBytes *message, GError **err);
+
 /* kms_mail_build, then kms_mail_submit. */
 gboolean kms_mail_send(const KmsMailer *m, const char *to, const char *subject,
     const char *body_text, const char *attachment_name, const char *attachment_type,

@@ -132,10 +132,18 @@ kmsctl_print_json(JsonBuilder *b)
 static int
 cmd_init(KmsCtl *ctl, int argc, char **argv)
 {
-	g_autofree char *pwfile = NULL, *csr_out = NULL;
+	g_autofree char *pwfile = NULL, *csr_out = NULL, *share_dir = NULL;
+	int nshares = 0, threshold = 0;
 	const GOptionEntry entries[] = {
 		{"password-file", 0, 0, G_OPTION_ARG_FILENAME, &pwfile,
-		 "file holding the new startup password (else prompt)", "FILE"},
+		 "file holding the new startup password (else prompt; with --shares: none"
+		 " unless given)", "FILE"},
+		{"shares", 0, 0, G_OPTION_ARG_INT, &nshares,
+		 "also make N Shamir unseal shares (kmsctl unseal)", "N"},
+		{"threshold", 0, 0, G_OPTION_ARG_INT, &threshold,
+		 "shares needed to unseal (with --shares)", "M"},
+		{"share-dir", 0, 0, G_OPTION_ARG_FILENAME, &share_dir,
+		 "write the shares to DIR/share-1 ... (mode 0600) instead of printing them", "DIR"},
 		{"ca-csr", 0, 0, G_OPTION_ARG_FILENAME, &csr_out,
 		 "make a subordinate CA: write its request to FILE (install with kmsctl ca install)",
 		 "FILE"},
@@ -143,6 +151,7 @@ cmd_init(KmsCtl *ctl, int argc, char **argv)
 	};
 	g_autoptr(GError) e = NULL;
 	g_autoptr(KmsSecret) pw = NULL;
+	g_autoptr(GPtrArray) shares = NULL;
 	KmsVault *v = NULL;
 	KmsKeyType kt;
 	X509_REQ *csr = NULL;
@@ -155,6 +164,12 @@ cmd_init(KmsCtl *ctl, int argc, char **argv)
 		return rc;
 	if (argc > 1) {
 		fprintf(stderr, "kmsctl init: unexpected argument '%s'\n", argv[1]);
+		return KMSCTL_USAGE;
+	}
+	if ((nshares || threshold || share_dir) &&
+	    (threshold < 2 || nshares < threshold || nshares > KMS_SHARES_MAX)) {
+		fprintf(stderr, "kmsctl init: want --shares N --threshold M with"
+		    " 2 <= M <= N <= %d\n", KMS_SHARES_MAX);
 		return KMSCTL_USAGE;
 	}
 	if (kmsctl_config(ctl) == NULL)
@@ -179,8 +194,10 @@ cmd_init(KmsCtl *ctl, int argc, char **argv)
 			goto out;
 		}
 	}
-	pw = kms_password_read(pwfile, "New startup password: ", TRUE, &e);
-	if (pw == NULL) {
+	/* With shares, a startup password only when one is given: the point of
+	 * shares is that no single person can unseal. */
+	if ((nshares == 0 || pwfile != NULL) &&
+	    (pw = kms_password_read(pwfile, "New startup password: ", TRUE, &e)) == NULL) {
 		rc = kmsctl_fail_error(e);
 		goto out;
 	}
@@ -205,6 +222,9 @@ cmd_init(KmsCtl *ctl, int argc, char **argv)
 		goto failed;
 	if (!kms_queue_key_create(v, &e))
 		goto failed;
+	if (nshares && ((shares = kms_vault_shares_create(v, (guint)nshares, (guint)threshold,
+	    &e)) == NULL || (share_dir && !kmsctl_write_share_files(shares, share_dir, &e))))
+		goto failed;
 	if (!kms_db_commit(db, &e))
 		goto failed;
 
@@ -222,6 +242,11 @@ cmd_init(KmsCtl *ctl, int argc, char **argv)
 			    ca->key_type, na);
 		}
 		kms_vault_ca_free(ca);
+	}
+	if (shares) {
+		printf("sealed with %s%d of %d shares\n", pw ? "the startup password and with " : "",
+		    threshold, nshares);
+		kmsctl_print_shares(shares, (guint)threshold, share_dir);
 	}
 	rc = KMSCTL_OK;
 	goto out;
@@ -284,6 +309,8 @@ static const struct {
 	{"init", cmd_init, "create the vault, its sealed key and the internal CA"},
 	{"status", kmsctl_cmd_status, "vault, kmsd workers, queue depth, CA validity"},
 	{"passwd", cmd_passwd, "change the startup password"},
+	{"unseal", kmsctl_cmd_unseal, "give one Shamir unseal share to a waiting kmsd"},
+	{"rekey", kmsctl_cmd_rekey, "make a new set of Shamir unseal shares"},
 	{"ca", kmsctl_cmd_ca, "show or install the CA certificate"},
 	{"enroll", kmsctl_cmd_enroll, "enroll users: one-time tokens and token mails"},
 	{"recover", kmsctl_cmd_recover, "key recovery: token mail, then a PKCS#12 of the key history"},
@@ -293,6 +320,8 @@ static const struct {
 	{"ctl", kmsctl_cmd_ctl, "certificate trust list: external roots for harvested chains"},
 	{"policy", kmsctl_cmd_policy, "show or set the encryption policy per domain and user"},
 	{"negotiate", kmsctl_cmd_negotiate, "how a message to given recipients would be encrypted"},
+	{"backup", kmsctl_cmd_backup, "write an encrypted, consistent snapshot of the vault"},
+	{"restore", kmsctl_cmd_restore, "create the vault in an empty database from a backup"},
 };
 
 static void

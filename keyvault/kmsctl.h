@@ -55,5 +55,16 @@ int kmsctl_cmd_revoke(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_revoke.c */
 int kmsctl_cmd_crl(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_revoke.c */
 int kmsctl_cmd_policy(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_policy.c */
 int kmsctl_cmd_negotiate(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_policy.c */
+int kmsctl_cmd_unseal(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_unseal.c */
+int kmsctl_cmd_rekey(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_unseal.c */
+/* Shamir shares (kmsctl_unseal.c): write each of SHARES (KmsShare) to
+ * DIR/share-I (mode 0600, never over an existing file); print them once
+ * ("Share I/N: I-HEX") or, with DIR, where they went. */
+gboolean kmsctl_write_share_files(GPtrArray *shares, const char *dir, GError **err);
+void kmsctl_print_shares(GPtrArray *shares, guint threshold, const char *dir);
+/* Unseal V with the shares read from FILES (NULL-terminated). */
+gboolean kmsctl_unseal_with_share_files(KmsVault *v, char **files, GError **err);
+int kmsctl_cmd_backup(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_backup.c */
+int kmsctl_cmd_restore(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_backup.c */
 
 #endif

@@ -34,8 +34,8 @@
 #include <string.h>
 
 #include "keyvault/db.h"
+#include "keyvault/outbound.h"
 #include "keyvault/policy.h"
-#include "keyvault/recipients.h"
 
 /* --domain/--user: exactly one or none (ALLOW_GLOBAL). */
 static int
@@ -341,18 +341,6 @@ print_result(const KmsNegotiateResult *res, const char *from, const char *sender
 	printf("reason: %s\n", res->reason);
 }
 
-static void
-free_recipient(gpointer p)
-{
-	kms_recipient_free(p);
-}
-
-static void
-free_policy(gpointer p)
-{
-	kms_policy_free(p);
-}
-
 int
 kmsctl_cmd_negotiate(KmsCtl *ctl, int argc, char **argv)
 {
@@ -367,20 +355,10 @@ kmsctl_cmd_negotiate(KmsCtl *ctl, int argc, char **argv)
 		G_OPTION_ENTRY_NULL
 	};
 	g_autoptr(GError) e = NULL;
-	g_autoptr(KmsPolicy) sp = NULL;
-	g_autoptr(GPtrArray) found = g_ptr_array_new_with_free_func(free_recipient);
-	g_autoptr(GPtrArray) policies = g_ptr_array_new_with_free_func(free_policy);
-	g_autoptr(GString) missing = g_string_new(NULL);
-	g_autoptr(KmsRecipient) sender = NULL;
+	g_autoptr(KmsOutbound) o = NULL;
 	g_autoptr(KmsNegotiateResult) res = NULL;
 	g_autoptr(GPtrArray) blockers = NULL;
-	g_autofree KmsNegotiateRecipient *in = NULL;
-	KmsNegotiatePolicy np;
 	KmsVault *v;
-	PGconn *db;
-	guint n = 0, nmissing = 0;
-	gboolean from_listed = FALSE;
-	const char *sender_sha = NULL;
 	int rc;
 
 	if ((rc = kmsctl_parse(ctl, &argc, &argv, entries, "",
@@ -395,57 +373,23 @@ kmsctl_cmd_negotiate(KmsCtl *ctl, int argc, char **argv)
 	}
 	if ((v = kmsctl_connect(ctl)) == NULL)
 		return KMSCTL_FAIL;
-	db = kms_vault_db(v);
-	/* the sender's policy decides how; without --from, the global one */
-	if ((sp = kms_policy_resolve(db, ctl->cfg, NULL, from, &e)) == NULL)
-		goto failed;
-	for (int i = 0; rcpts[i]; i++) {
-		KmsPolicy *rp;
-		KmsRecipient *r = NULL;
-		gboolean dup = FALSE;
-
-		for (int j = 0; j < i; j++)
-			dup = dup || same_address(rcpts[i], rcpts[j]);
-		if (dup)
-			continue;
-		if (from && same_address(rcpts[i], from))
-			from_listed = TRUE;
-		if ((rp = kms_policy_resolve(db, ctl->cfg, NULL, rcpts[i], &e)) == NULL)
-			goto failed;
-		g_ptr_array_add(policies, rp);
-		if (!kms_recipient_lookup(db, rcpts[i], rp->allow_untrusted, &r, &e))
-			goto failed;
-		if (r == NULL) {
-			g_string_append_printf(missing, "%s%s", nmissing++ ? ", " : "", rcpts[i]);
-			continue;
-		}
-		g_ptr_array_add(found, r);
-	}
-	if (from && !from_listed && !kms_recipient_lookup(db, from, sp->allow_untrusted, &sender, &e))
+	o = kms_outbound_policies(kms_vault_db(v), ctl->cfg, from, (const char *const *)rcpts,
+	    g_strv_length(rcpts), &e);
+	if (o == NULL || !kms_outbound_certificates(kms_vault_db(v), o, &e))
 		goto failed;
 	kms_vault_close(v);
 	v = NULL;
-	if (nmissing)
-		return kmsctl_fail("no usable encryption certificate for %s", missing->str);
+	if (o->missing->len) {
+		g_autofree char *list = NULL;
 
-	in = g_new0(KmsNegotiateRecipient, found->len + 1);
-	for (guint i = 0; i < found->len; i++) {
-		KmsRecipient *r = g_ptr_array_index(found, i);
-
-		kms_recipient_negotiate_input(r, &in[n++]);
-		if (from && same_address(r->address, from))
-			sender_sha = r->sha256;
+		g_ptr_array_add(o->missing, NULL);
+		list = g_strjoinv(", ", (char **)o->missing->pdata);
+		return kmsctl_fail("no usable encryption certificate for %s", list);
 	}
-	if (sender) {
-		kms_recipient_negotiate_input(sender, &in[n++]);
-		sender_sha = sender->sha256;
-	}
-	kms_policy_negotiate_policy(sp, &np);
-	res = kms_negotiate(in, n, &np, &blockers, &e);
+	res = kms_outbound_negotiate(o, TRUE, &blockers, &e);
 	if (res == NULL)
 		return kmsctl_fail_error(e);
-	print_result(res, from, sender_sha,
-	    kms_policy_message(sp, (KmsPolicy *const *)policies->pdata, policies->len, FALSE), json);
+	print_result(res, from, kms_outbound_sender_sha(o), kms_outbound_level(o, FALSE), json);
 	return KMSCTL_OK;
 failed:
 	kms_vault_close(v);

@@ -8,6 +8,12 @@
  *	that cannot carry S/MIME (top-level type neither multipart nor
  *	pkcs7-mime) are accepted at end of headers without reading the body;
  *	messages over [milter] max_message_size are accepted untouched.
+ *	Except: a message that encryption may apply to (kms_encrypt_may_apply
+ *	at end of headers: [policy] encrypt is not never, the vault holds
+ *	policy overrides, or a trigger header or subject tag is present) is
+ *	read to its end and handed to the encryption job after harvesting;
+ *	when oversize it reaches the job too, which refuses it if policy
+ *	requires encryption.
  *	A message to [milter] enroll_address is an enrollment or recovery
  *	reply: it is always read to the end (up to [enrollment]
  *	max_reply_size, else refused with 552 5.3.4) and handed to the reply
@@ -33,6 +39,12 @@ msg_reset(KmsMessage *m)
 	g_free(m->auth);
 	if (m->enroll_rcpts)
 		g_ptr_array_unref(m->enroll_rcpts);
+	if (m->rcpt_list)
+		g_ptr_array_unref(m->rcpt_list);
+	if (m->hdr_names)
+		g_ptr_array_unref(m->hdr_names);
+	if (m->hdr_values)
+		g_ptr_array_unref(m->hdr_values);
 	g_free(m->reply_text);
 	g_free(m->qid);
 	g_free(m->from);
@@ -147,13 +159,16 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
 	const unsigned long nr = SMFIP_NR_CONN | SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR |
 	    SMFIP_NR_BODY;
 
-	/* harvesting never modifies a message; a consumed enrollment reply
-	 * loses its enroll recipient */
-	*pf0 = f0 & SMFIF_DELRCPT;
+	/* a consumed enrollment reply loses its enroll recipient; encryption
+	 * replaces body and content headers and, with mixed = split, removes
+	 * the recipients that get a plain copy */
+	*pf0 = f0 & (SMFIF_DELRCPT | SMFIF_CHGBODY | SMFIF_CHGHDRS | SMFIF_ADDHDRS);
+	c->actions = *pf0;
 	/* keep header values exactly as sent (leading space included), skip
 	 * stages with nothing to learn, and answer only where it matters */
 	*pf1 = f1 & (SMFIP_HDR_LEADSPC | SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA | nr);
 	c->noreply = *pf1 & nr;
+	c->leadspc = (*pf1 & SMFIP_HDR_LEADSPC) != 0;
 	*pf2 = *pf3 = 0;
 	return SMFIS_CONTINUE;
 }
@@ -184,6 +199,9 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	m->from = g_strdup(argv && argv[0] ? argv[0] : "<>");
 	m->auth = macro(ctx, "{auth_authen}");
 	m->enroll_rcpts = g_ptr_array_new_with_free_func(g_free);
+	m->rcpt_list = g_ptr_array_new_with_free_func(g_free);
+	m->hdr_names = g_ptr_array_new_with_free_func(g_free);
+	m->hdr_values = g_ptr_array_new_with_free_func(g_free);
 	m->spool = kms_spool_new(c->state->spool_memory, c->state->max_message_size,
 	    c->state->temp_dir);
 	return go_on(c, SMFIP_NR_MAIL);
@@ -199,6 +217,7 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
 
 	if (m != NULL && argv && argv[0]) {
 		m->rcpts++;
+		g_ptr_array_add(m->rcpt_list, g_strdup(argv[0]));
 		if (kms_state_is_enroll_rcpt(c->state, argv[0]))
 			g_ptr_array_add(m->enroll_rcpts, g_strdup(argv[0]));
 	}
@@ -257,6 +276,10 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 		return go_on(c, SMFIP_NR_HDR);
 	if (m->content_type == NULL && g_ascii_strcasecmp(name, "Content-Type") == 0)
 		m->content_type = g_strdup(value);
+	g_ptr_array_add(m->hdr_names, g_strdup(name));
+	g_ptr_array_add(m->hdr_values, g_strdup(value));
+	if (!m->trigger_seen && kms_encrypt_trigger_header(c->state, name, value))
+		m->trigger_seen = TRUE;
 	line = g_strconcat(name, ":", value, "\r\n", NULL);
 	if (!reply_grows(c, m, strlen(line)))
 		return go_on(c, SMFIP_NR_HDR);
@@ -287,12 +310,15 @@ cb_eoh(SMFICTX *ctx)
 
 	if (m == NULL)
 		return SMFIS_CONTINUE;
-	/* a reply is read whatever its type: the token is in plain text */
-	if (!is_reply(m) && !may_hold_smime(m->content_type)) {
+	/* a reply is read whatever its type: the token is in plain text;
+	 * a message that may have to be encrypted is read to its end */
+	m->may_encrypt = kms_encrypt_may_apply(c, m);
+	if (!is_reply(m) && !may_hold_smime(m->content_type) && !m->may_encrypt) {
 		c->msg = msg_reset(c->msg);
 		return SMFIS_ACCEPT;
 	}
 	spool(m, "\r\n", 2);
+	m->body_offset = kms_spool_size(m->spool);
 	m->headers_done = TRUE;
 	return SMFIS_CONTINUE;
 }
@@ -323,11 +349,17 @@ cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 		/* a spool write error was logged by spool() already */
 		if (kms_spool_full(m->spool))
 			kms_log(LOG_NOTICE, qid_of(m),
-			    "message larger than max_message_size (%zu bytes): passed through untouched",
-			    c->state->max_message_size);
-		/* without a reply to give, wait for the end of the message */
+			    "message larger than max_message_size (%zu bytes): %s",
+			    c->state->max_message_size, m->may_encrypt ?
+			    "not examined, encryption policy decides at the end" :
+			    "passed through untouched");
+		/* without a reply to give, wait for the end of the message;
+		 * so also when policy may require encryption (refused there,
+		 * never passed in clear) */
 		if (c->noreply & SMFIP_NR_BODY)
 			return SMFIS_NOREPLY;
+		if (m->may_encrypt)
+			return SMFIS_CONTINUE;
 		c->msg = msg_reset(c->msg);
 		return SMFIS_ACCEPT;
 	}
@@ -383,6 +415,9 @@ cb_eom(SMFICTX *ctx)
 			v = reply_done(ctx, c, m);
 	} else
 		v = kms_job_harvest(c, m);
+	/* harvested first: the message may carry the sender's certificate */
+	if (v == KMS_VERDICT_ACCEPT && m->may_encrypt)
+		v = kms_job_encrypt(ctx, c, m);
 	r = kms_verdict_to_sfsistat(ctx, m, v);
 	c->msg = msg_reset(c->msg);
 	return r;
@@ -416,7 +451,7 @@ cb_close(SMFICTX *ctx)
 struct smfiDesc kms_milter_desc = {
 	.xxfi_name = "kmsmilter",
 	.xxfi_version = SMFI_VERSION,
-	.xxfi_flags = SMFIF_DELRCPT,
+	.xxfi_flags = SMFIF_DELRCPT | SMFIF_CHGBODY | SMFIF_CHGHDRS | SMFIF_ADDHDRS,
 	.xxfi_connect = cb_connect,
 	.xxfi_envfrom = cb_envfrom,
 	.xxfi_envrcpt = cb_envrcpt,

@@ -10,6 +10,15 @@
  *	exits 0. SIGHUP: the configuration is read again and, if it is valid,
  *	swapped in; connections already open keep the snapshot they started
  *	with (the listening socket itself needs a restart to change).
+ *
+ *	On a TCP socket, TCP_NODELAY is set on the listening socket that
+ *	smfi_opensocket() created (found among the open descriptors: a
+ *	listening TCP socket); Linux copies it to every socket accept()
+ *	returns. Without it an end of message answered with a change (a
+ *	replaced body, a header) and then the verdict waits, per message,
+ *	for the MTA's delayed ACK of the change (Nagle's algorithm holds
+ *	the small verdict back): about 40 ms, ~22 messages/s per
+ *	connection. libmilter has no option for it.
  * SECURITY
  *	Parses untrusted mail; holds no secret; its database role cannot read
  *	sealed keys. Drops root to [milter] user after opening its socket.
@@ -20,11 +29,15 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <gmime/gmime.h>
@@ -87,6 +100,38 @@ reload_thread(void *arg)
 			reload();
 	}
 	return NULL;
+}
+
+/*
+ * Set TCP_NODELAY on every listening TCP socket of the process: right
+ * after smfi_opensocket() that is libmilter's only. Returns how many
+ * were set; -1 (errno) when one refused.
+ */
+static int
+nodelay_on_listeners(void)
+{
+	struct rlimit rl;
+	int fd, max, n = 0, one = 1;
+
+	max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
+	for (fd = 0; fd < max; fd++) {
+		int v = 0;
+		socklen_t l = sizeof(v);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &l) != 0 || v == 0)
+			continue;
+		l = sizeof(v);
+		if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &l) != 0 ||
+		    (v != AF_INET && v != AF_INET6))
+			continue;
+		l = sizeof(v);
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &l) != 0 || v != SOCK_STREAM)
+			continue;
+		if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+			return -1;
+		n++;
+	}
+	return n;
 }
 
 static void *
@@ -179,6 +224,16 @@ main(int argc, char **argv)
 		fprintf(stderr, "kmsmilter: cannot listen on %s\n", sock);
 		kms_config_free(cfg);
 		return 1;
+	}
+	if (g_str_has_prefix(sock, "inet")) {
+		int n = nodelay_on_listeners();
+
+		if (n > 0)
+			kms_info("TCP_NODELAY set on the listening socket");
+		else
+			kms_warn("cannot set TCP_NODELAY on the listening socket (%s): a change at end"
+			    " of message may wait for the MTA's delayed ACK", n < 0 ? g_strerror(errno) :
+			    "not found");
 	}
 	if (!kms_daemon_drop_privileges(kms_config_get(cfg, "milter", "user"), &e) ||
 	    (!foreground && !kms_daemon_detach(&e))) {

@@ -41,6 +41,13 @@ typedef struct {
 	GPtrArray *enroll_rcpts;/* recipients that are the enroll address, as the MTA wrote them */
 	gsize size;		/* header and body bytes seen */
 	gboolean reply_too_big;	/* a reply over [enrollment] max_reply_size */
+	/* outbound encryption */
+	GPtrArray *rcpt_list;	/* every envelope recipient, as the MTA wrote it */
+	GPtrArray *hdr_names;	/* header fields in order (char *) */
+	GPtrArray *hdr_values;	/* their values as the MTA gave them */
+	gsize body_offset;	/* where the body starts in the spool */
+	gboolean trigger_seen;	/* [policy] header or subject_tag present */
+	gboolean may_encrypt;	/* decided at end of headers: examine at the end */
 	/* a REJECT verdict's SMTP reply (static code strings, text g_free) */
 	const char *reply_code, *reply_xcode;
 	char *reply_text;
@@ -50,6 +57,8 @@ typedef struct {
 	KmsMilterState *state;	/* configuration snapshot for this connection */
 	char *client;		/* host name the MTA gave */
 	unsigned long noreply;	/* SMFIP_NR_* the MTA agreed to */
+	unsigned long actions;	/* SMFIF_* the MTA allows */
+	gboolean leadspc;	/* SMFIP_HDR_LEADSPC: values keep their leading space */
 	KmsMessage *msg;
 } KmsConnection;
 
@@ -63,5 +72,19 @@ KmsVerdict kms_job_harvest(KmsConnection *conn, KmsMessage *msg);
  * ACCEPT means the token was consumed and the caller removes the enroll
  * recipients; REJECT and TEMPFAIL refuse the whole message. */
 KmsVerdict kms_job_reply(KmsConnection *conn, KmsMessage *msg);
+
+/* encryptjob.c: encrypt the message when policy or a trigger asks (it
+ * may change headers and body, remove recipients, re-inject a plain copy
+ * for some). */
+KmsVerdict kms_job_encrypt(SMFICTX *ctx, KmsConnection *conn, KmsMessage *msg);
+
+/* encryptjob.c: must the message be read to its end for encryption? At
+ * end of headers, from the configuration and the cached policy state. */
+gboolean kms_encrypt_may_apply(KmsConnection *conn, KmsMessage *msg);
+
+/* encryptjob.c: does the header NAME: VALUE trigger encryption under the
+ * global policy? (the sender's policy is checked again at the end) */
+gboolean kms_encrypt_trigger_header(const KmsMilterState *st, const char *name,
+    const char *value);
 
 #endif

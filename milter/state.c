@@ -10,6 +10,7 @@
 #include "common/address.h"
 #include "common/log.h"
 #include "keyvault/certstore.h"
+#include "keyvault/db.h"
 
 static GMutex current_lock;
 static KmsMilterState *current;
@@ -136,6 +137,15 @@ kms_state_new(KmsConfig *cfg)
 	g_mutex_init(&s->seen_lock);
 	g_mutex_init(&s->trust_lock);
 	state_enrollment(s, cfg);
+	s->submit_url = kms_config_get(cfg, "mail", "submit");
+	{
+		g_autoptr(GError) e = NULL;
+
+		s->global_policy = kms_policy_resolve(NULL, cfg, NULL, NULL, &e);
+		if (s->global_policy == NULL)
+			kms_log(LOG_ERR, NULL, "[policy]: %s: every message is examined for encryption",
+			    e->message);
+	}
 	return s;
 }
 
@@ -150,6 +160,7 @@ state_clear(gpointer data)
 	if (s->auth_map)
 		g_hash_table_destroy(s->auth_map);
 	g_free(s->auth_map_error);
+	kms_policy_free(s->global_policy);
 	g_mutex_clear(&s->seen_lock);
 	kms_db_pool_free(s->pool);
 	kms_config_free(s->cfg);
@@ -261,4 +272,45 @@ kms_state_trust(KmsMilterState *s, const char *qid, guint *generation)
 		*generation = s->trust_generation;
 	g_mutex_unlock(&s->trust_lock);
 	return st;
+}
+
+/* What the vault said about policy overrides: kept across reloads (the
+ * vault's content does not depend on the configuration snapshot). */
+static GMutex policy_lock;
+static gboolean policy_rows, policy_known;
+static gint64 policy_checked_at;	/* monotonic us; 0: never */
+
+gboolean
+kms_state_policy_rows(KmsMilterState *s, const char *qid)
+{
+	gint64 now = g_get_monotonic_time();
+	gboolean rows;
+
+	g_mutex_lock(&policy_lock);
+	if (policy_checked_at == 0 || now - policy_checked_at >= s->trust_refresh_us) {
+		g_autoptr(GError) e = NULL;
+		PGconn *c = kms_db_pool_get(s->pool, &e);
+		PGresult *r = c ? kms_db_run(c, "SELECT EXISTS (SELECT 1 FROM policy)", NULL, &e) : NULL;
+
+		if (r != NULL) {
+			policy_rows = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+			policy_known = TRUE;
+			policy_checked_at = now;
+			PQclear(r);
+		} else {
+			/* keep the last answer, as the trust store does; never
+			 * known: every message is examined at its end. Ask
+			 * again in 5 s, not per message */
+			kms_log(LOG_WARNING, qid, "cannot read the policy overrides: %s%s", e->message,
+			    policy_known ? " (keeping the last answer)" : "");
+			if (!policy_known)
+				policy_rows = TRUE;
+			policy_checked_at = now - s->trust_refresh_us +
+			    MIN(s->trust_refresh_us, 5 * G_USEC_PER_SEC);
+		}
+		kms_db_pool_put(s->pool, c);
+	}
+	rows = policy_rows;
+	g_mutex_unlock(&policy_lock);
+	return rows;
 }

@@ -9,7 +9,11 @@
  *	in, and the old one goes when its last connection does. The
  *	[enrollment] auth_map file ("login address" lines, # comments) is
  *	read once per load; an unreadable map is logged and replies that
- *	would need it are deferred.
+ *	would need it are deferred. The [policy] section is resolved once
+ *	per load (the global policy); whether the vault holds policy
+ *	overrides at all is cached for trust_refresh, so that with
+ *	encrypt = never and no overrides a message without a trigger is
+ *	decided at end of headers without a query.
  * SECURITY
  *	No secrets: public certificates and the kms_milter database role.
  */
@@ -21,6 +25,7 @@
 
 #include "common/config.h"
 #include "keyvault/dbpool.h"
+#include "keyvault/policy.h"
 
 typedef struct {
 	KmsConfig *cfg;
@@ -48,6 +53,9 @@ typedef struct {
 	gint64 max_attempts, request_ttl;
 	GHashTable *auth_map;	/* login (lower case) -> GPtrArray of addresses */
 	char *auth_map_error;	/* why [enrollment] auth_map could not be read */
+	/* outbound encryption */
+	KmsPolicy *global_policy;	/* [policy] alone; NULL: invalid (always look) */
+	const char *submit_url;		/* [mail] submit, for split copies */
 } KmsMilterState;
 
 /* A new state owning CFG (taken). */
@@ -72,6 +80,12 @@ gboolean kms_state_is_enroll_rcpt(const KmsMilterState *s, const char *rcpt);
  * is an address, and what [enrollment] auth_map maps it to. A new
  * NULL-terminated vector (g_strfreev), possibly empty. */
 char **kms_state_auth_identities(const KmsMilterState *s, const char *login);
+
+/* May the vault's policy table hold overrides? Asked at most every
+ * trust_refresh; with the vault down the last answer is kept (also across
+ * reloads), TRUE when it never answered (then every message is examined at its end). QID
+ * for log lines. */
+gboolean kms_state_policy_rows(KmsMilterState *s, const char *qid);
 
 /* The trust store (new reference: X509_STORE_free when done), refreshed
  * when older than trust_refresh. With the vault down the last good store

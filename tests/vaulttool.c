@@ -19,6 +19,8 @@
  *	vaulttool -c CONF -p PWFILE open-password REQUEST_ID
  *	    (prints the PKCS#12 password sealed in an enroll or recover
  *	    request's payload, as kmsd opens it)
+ *	vaulttool -c CONF -s SHARE1 -s SHARE2 ... COMMAND ...
+ *	    (unseals with Shamir shares read from files instead of -p)
  * DESCRIPTION
  *	Lets the integration tests exercise sealing through the real vault
  *	API in separate processes ("restart the process") before kmsd's
@@ -350,11 +352,30 @@ queue_replies(KmsVault *v, const KmsConfig *cfg)
 	return 0;
 }
 
+/* Unseal with the shares in FILES (vault.h: checked, duplicates once). */
+static gboolean
+unseal_shares(KmsVault *v, char **files, GError **err)
+{
+	g_autoptr(GPtrArray) shares = g_ptr_array_new_with_free_func(kms_share_destroy);
+
+	for (char **f = files; *f; f++) {
+		KmsShare *s = kms_share_read(*f, NULL, err);
+
+		if (s == NULL)
+			return FALSE;
+		g_ptr_array_add(shares, s);
+	}
+	return kms_vault_unseal_shares(v, (KmsShare *const *)shares->pdata, shares->len, err);
+}
+
 int
 main(int argc, char **argv)
 {
 	g_autofree char *conf = NULL, *pwfile = NULL;
+	g_auto(GStrv) share_files = NULL;
 	const GOptionEntry entries[] = {
+		{"share-file", 's', 0, G_OPTION_ARG_FILENAME_ARRAY, &share_files,
+		 "unseal with this share (repeat)", "FILE"},
 		{"config", 'c', 0, G_OPTION_ARG_FILENAME, &conf, "configuration", "FILE"},
 		{"password-file", 'p', 0, G_OPTION_ARG_FILENAME, &pwfile, "startup password", "FILE"},
 		G_OPTION_ENTRY_NULL
@@ -373,9 +394,11 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if ((cfg = kms_config_load(conf, &e)) == NULL ||
-	    (pw = kms_password_read(pwfile, "Startup password: ", FALSE, &e)) == NULL ||
+	    (!share_files &&
+		(pw = kms_password_read(pwfile, "Startup password: ", FALSE, &e)) == NULL) ||
 	    (v = kms_vault_connect(kms_config_get(cfg, "vault", "dsn"), "vaulttool", &e)) == NULL ||
-	    !kms_vault_unseal(v, pw, &e)) {
+	    (!share_files && !kms_vault_unseal(v, pw, &e)) ||
+	    (share_files && !unseal_shares(v, share_files, &e))) {
 		rc = fail(e);
 		goto out;
 	}

@@ -21,71 +21,10 @@ sed -i "s|^socket = .*|socket = inet:$PORT@127.0.0.1\ndsn = host=$PGSOCK dbname=
 write_password "$T/pw" 'negotiate test password'
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "init failed"
 
-# --- a test PKI and one signed message per peer ---------------------------------
-P=$T/pki
-mkdir -p "$P"
-crlf() { awk '{ sub(/\r$/, ""); printf "%s\r\n", $0 }'; }
-for k in ca gcm nss cms gpg user1 user2; do
-	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$P/$k.key" 2>/dev/null &
-done
-wait
-openssl req -new -x509 -key "$P/ca.key" -out "$P/ca.pem" -days 30 -subj "/O=kmsmilter tests/CN=Negotiate Test CA" \
-	-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null ||
-	bail "cannot make the test CA"
-serial=100
-for n in gcm nss cms gpg; do
-	serial=$((serial + 1))
-	printf 'basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature,keyEncipherment\nextendedKeyUsage = emailProtection\nsubjectAltName = email:%s@partner.test\n' "$n" >"$P/$n.ext"
-	openssl req -new -key "$P/$n.key" -subj "/O=kmsmilter tests/CN=$n" 2>/dev/null |
-	openssl x509 -req -CA "$P/ca.pem" -CAkey "$P/ca.key" -set_serial "$serial" -days 30 \
-		-extfile "$P/$n.ext" -out "$P/$n.pem" 2>/dev/null || bail "cannot issue $n.pem"
-done
-sha_of() { openssl x509 -in "$1" -outform DER | openssl dgst -sha256 -r | cut -d' ' -f1; }
-content() { printf 'Content-Type: text/plain; charset=us-ascii\r\n\r\nSigned by %s.\r\n' "$1"; }
-header() { printf 'From: <%s@partner.test>\r\nTo: <boss@example.org>\r\nSubject: signed by %s\r\nMessage-ID: <%s@negotiate.test>\r\n' "$1" "$1" "$1"; }
-# wrap_detached CONTENT DER: multipart/signed around CONTENT and the signature.
-wrap_detached() {
-	printf 'MIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256; boundary="=_b"\r\n\r\n--=_b\r\n'
-	cat "$1"
-	printf '\r\n--=_b\r\nContent-Type: application/pkcs7-signature; name="smime.p7s"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
-	openssl base64 -e -in "$2" | crlf
-	printf '\r\n--=_b--\r\n'
-}
-# OpenSSL library: AES-GCM and RSAES-OAEP announced
-content gcm >"$P/gcm.content"
-{ header gcm; "$top_builddir/tests/smime-signer" --cert "$P/gcm.pem" --key "$P/gcm.key" \
-	--caps aes256-gcm,aes128-gcm,aes256-cbc,aes128-cbc,rsaes-oaep <"$P/gcm.content" | crlf; } >"$P/gcm.eml" ||
-	bail "smime-signer failed"
-# openssl cms -sign: OpenSSL's fixed CBC/3DES/RC2/DES list
-content cms >"$P/cms.content"
-{ header cms; openssl cms -sign -binary -md sha256 -in "$P/cms.content" -signer "$P/cms.pem" \
-	-inkey "$P/cms.key" | crlf; } >"$P/cms.eml" || bail "openssl cms -sign failed"
-# NSS cmsutil -P: aes256-cbc, aes128-cbc, 3DES, RC2, DES
-N=$P/nssdb
-mkdir -p "$N"
-openssl pkcs12 -export -in "$P/nss.pem" -inkey "$P/nss.key" -name nss -passout pass: -out "$P/nss.p12" &&
-	certutil -N -d "sql:$N" --empty-password >/dev/null 2>&1 &&
-	certutil -A -d "sql:$N" -n ca -t C,C,C -i "$P/ca.pem" >/dev/null 2>&1 &&
-	pk12util -i "$P/nss.p12" -d "sql:$N" -W '' >/dev/null 2>&1 || bail "cannot set up the NSS database"
-content nss >"$P/nss.content"
-cmsutil -S -N nss -P -G -T -d "sql:$N" -i "$P/nss.content" -o "$P/nss.p7s" >"$P/nss.log" 2>&1 ||
-	bail "cmsutil -S failed: $(cat "$P/nss.log")"
-{ header nss; wrap_detached "$P/nss.content" "$P/nss.p7s"; } >"$P/nss.eml"
-# gpgsm: aes128-cbc, 3DES (its home is short: gpg-agent's socket lives there)
-GH=$(mktemp -d /tmp/kms-neg-gnupg.XXXXXX) || bail "mktemp failed"
-extra_cleanup="GNUPGHOME=$GH gpgconf --kill all >/dev/null 2>&1; rm -rf $GH"
-echo allow-loopback-pinentry >"$GH/gpg-agent.conf"
-G() { GNUPGHOME=$GH timeout 30 gpgsm --batch --pinentry-mode loopback --passphrase '' "$@"; }
-openssl pkcs12 -export -legacy -in "$P/gpg.pem" -inkey "$P/gpg.key" -certfile "$P/ca.pem" -name gpg \
-	-passout pass: -out "$P/gpg.p12" 2>/dev/null || bail "cannot make gpg.p12"
-G --import "$P/ca.pem" >"$P/gpg.log" 2>&1 && G --import "$P/gpg.p12" >>"$P/gpg.log" 2>&1 ||
-	bail "gpgsm import failed: $(tail -5 "$P/gpg.log")"
-fpr=$(GNUPGHOME=$GH gpgsm --with-colons --list-keys 2>/dev/null | awk -F: '$1 == "fpr" { print $10; exit }')
-echo "$fpr S" >"$GH/trustlist.txt"
-content gpg >"$P/gpg.content"
-G --disable-crl-checks --disable-dirmngr --include-certs -1 -u gpg@partner.test --detach-sign \
-	-o "$P/gpg.p7s" "$P/gpg.content" >>"$P/gpg.log" 2>&1 || bail "gpgsm --detach-sign failed: $(tail -5 "$P/gpg.log")"
-{ header gpg; wrap_detached "$P/gpg.content" "$P/gpg.p7s"; } >"$P/gpg.eml"
+# --- a test PKI and one signed message per peer (tests/smime-peers.sh) -----------
+. "$top_srcdir/tests/smime-peers.sh"
+extra_cleanup=peers_cleanup
+peers_make user1 user2
 
 # --- harvest them through kmsmilter ---------------------------------------------
 check "the test CA goes into the trust list" "$KMSCTL" -c "$CONF" ctl add "$P/ca.pem"
