@@ -27,6 +27,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/log.h"
+#include "keyvault/audit.h"
 #include "keyvault/db.h"
 #include "keyvault/vaultca.h"
 #include "smime/crl.h"
@@ -253,6 +254,17 @@ publish_locked(KmsWorker *w, gint64 request_id, gboolean if_due, gint64 *number,
 		goto out;
 	kms_info("CRL %" G_GINT64_FORMAT " signed: %u revoked certificate%s, next update %s",
 	    n, revoked->len, revoked->len == 1 ? "" : "s", next);
+	{
+		g_autoptr(JsonObject) d = json_object_new();
+
+		json_object_set_int_member(d, "crl_number", n);
+		json_object_set_int_member(d, "revoked", revoked->len);
+		json_object_set_string_member(d, "next_update", next);
+		if (request_id)
+			json_object_set_int_member(d, "request_id", request_id);
+		if (!kms_audit_append(db, "CRL published", d, err))
+			goto out;
+	}
 	*number = n;
 	ok = TRUE;
 out:

@@ -17,6 +17,7 @@
 #include <openssl/x509.h>
 
 #include "common/log.h"
+#include "keyvault/audit.h"
 #include "keyvault/certstore.h"
 #include "keyvault/db.h"
 #include "keyvault/queuekey.h"
@@ -410,7 +411,37 @@ do_recover(Job *j, GError **err)
 			job_reset(j);
 		}
 	}
-	return TRUE;
+	{
+		g_autoptr(JsonObject) d = json_object_new();
+
+		json_object_set_int_member(d, "request_id", j->id);
+		json_object_set_string_member(d, "address", j->address);
+		json_object_set_int_member(d, "keys", n);
+		json_object_set_int_member(d, "files", parts);
+		json_object_set_int_member(d, "left_out", skipped);
+		return kms_audit_append(j->db, "keys recovered", d, err);
+	}
+}
+
+/* The audit entry of an enrollment: the certificates issued (audit.h). */
+static gboolean
+audit_issued(Job *j, GError **err)
+{
+	g_autoptr(JsonObject) d = json_object_new();
+	g_autoptr(JsonArray) serials = json_array_new();
+
+	for (guint i = 0; i < j->certs->len; i++) {
+		g_autofree char *serial = kms_x509_serial_hex(g_ptr_array_index(j->certs, i));
+
+		json_array_add_string_element(serials, serial);
+	}
+	json_object_set_int_member(d, "request_id", j->id);
+	json_object_set_string_member(d, "address", j->address);
+	json_object_set_string_member(d, "key_type", kms_config_get(j->w->cfg, "enrollment",
+	    "key_type"));
+	json_object_set_array_member(d, "serials", json_array_ref(serials));
+	json_object_set_string_member(d, "signing", j->signing);
+	return kms_audit_append(j->db, "certificates issued", d, err);
 }
 
 gboolean
@@ -457,8 +488,10 @@ kms_work_enroll(KmsWorker *w, gint64 id, const char *kind, const char *payload,
 		if ((j.ca_key = kms_vault_ca_key(w->vault, j.ca, err)) == NULL ||
 		    !do_enroll(&j, json_node_get_object(root), err))
 			goto out;
-		/* last: once the MTA has the mail, only the commit remains */
-		ok = send_p12(&j, TRUE, 1, 1, err);
+		/* last: once the MTA has the mail, only the commit remains
+		 * (then the audit entry: its lock is held until the commit, so
+		 * not while the mail is being sent) */
+		ok = send_p12(&j, TRUE, 1, 1, err) && audit_issued(&j, err);
 	} else
 		ok = do_recover(&j, err);
 out:

@@ -23,6 +23,7 @@
 
 #include "common/log.h"
 #include "common/secret.h"
+#include "keyvault/audit.h"
 #include "keyvault/queuekey.h"
 #include "keyvault/vaultca.h"
 #include "smime/x509util.h"
@@ -109,6 +110,8 @@ kmsctl_unseal(KmsCtl *ctl, KmsVault *v, const char *password_file)
 	g_autoptr(KmsSecret) pw = kms_password_read(password_file, "Startup password: ", FALSE, &e);
 
 	if (pw == NULL || !kms_vault_unseal(v, pw, &e)) {
+		if (g_error_matches(e, KMS_VAULT_ERROR, KMS_VAULT_ERROR_PASSWORD))
+			kmsctl_audit_alone(v, "wrong startup password", NULL);
 		kmsctl_fail_error(e);
 		return FALSE;
 	}
@@ -225,8 +228,28 @@ cmd_init(KmsCtl *ctl, int argc, char **argv)
 	if (nshares && ((shares = kms_vault_shares_create(v, (guint)nshares, (guint)threshold,
 	    &e)) == NULL || (share_dir && !kmsctl_write_share_files(shares, share_dir, &e))))
 		goto failed;
+	{
+		g_autoptr(JsonObject) d = json_object_new();
+
+		json_object_set_string_member(d, "database", PQdb(db));
+		json_object_set_boolean_member(d, "password", pw != NULL);
+		json_object_set_int_member(d, "shares", nshares);
+		json_object_set_int_member(d, "threshold", threshold);
+		json_object_set_string_member(d, "ca", csr_out ? "subordinate (CSR)" : "root");
+		if (!kms_audit_append(db, "init", d, &e))
+			goto failed;
+	}
 	if (!kms_db_commit(db, &e))
 		goto failed;
+	{
+		/* we hold the vault key now: MAC the first entry ourselves */
+		g_autoptr(KmsSecret) ak = kms_audit_key(v, NULL);
+		gint64 high = 0;
+
+		if (ak == NULL || !kms_audit_mac_pending(db, ak, &high, NULL, NULL))
+			fprintf(stderr, "kmsctl: warning: the audit log's first entry is not MACed"
+			    " (kmsd will)\n");
+	}
 
 	printf("vault created in database %s (schema version %d)\n", PQdb(db), KMS_SCHEMA_VERSION);
 	if (csr_out)
@@ -291,9 +314,13 @@ cmd_passwd(KmsCtl *ctl, int argc, char **argv)
 	    (newpw = kms_password_read(newf, "New startup password: ", TRUE, &e)) == NULL ||
 	    !kms_vault_change_password(v, oldpw, newpw,
 		(guint32)kms_config_get_int(ctl->cfg, "kms", "kdf_passes"),
-		(guint32)(kms_config_get_int(ctl->cfg, "kms", "kdf_memory") / 1024), &e))
+		(guint32)(kms_config_get_int(ctl->cfg, "kms", "kdf_memory") / 1024), &e)) {
+		if (g_error_matches(e, KMS_VAULT_ERROR, KMS_VAULT_ERROR_PASSWORD))
+			kmsctl_audit_alone(v, "wrong startup password", NULL);
 		rc = kmsctl_fail_error(e);
-	else {
+	} else {
+		/* (its own transaction: kms_vault_change_password committed) */
+		kmsctl_audit_alone(v, "passwd", NULL);
 		printf("startup password changed\n");
 		rc = KMSCTL_OK;
 	}
@@ -320,6 +347,7 @@ static const struct {
 	{"ctl", kmsctl_cmd_ctl, "certificate trust list: external roots for harvested chains"},
 	{"policy", kmsctl_cmd_policy, "show or set the encryption policy per domain and user"},
 	{"negotiate", kmsctl_cmd_negotiate, "how a message to given recipients would be encrypted"},
+	{"audit", kmsctl_cmd_audit, "list the audit log or verify its hash chain and MACs"},
 	{"backup", kmsctl_cmd_backup, "write an encrypted, consistent snapshot of the vault"},
 	{"restore", kmsctl_cmd_restore, "create the vault in an empty database from a backup"},
 };
@@ -342,6 +370,8 @@ main(int argc, char **argv)
 	kms_secmem_init();
 	kms_log_init("kmsctl", KMS_LOG_STDERR);
 	ctl.config_path = g_strdup(kms_config_default_path());
+	/* actor of audit entries: the login, and per entry the database role */
+	kms_audit_set_actor(g_get_user_name(), TRUE, TRUE);
 
 	/* Global options before the command: -c FILE, --help. */
 	for (i = 1; i < argc && argv[i][0] == '-'; i++) {

@@ -64,6 +64,10 @@ gboolean kmsctl_write_share_files(GPtrArray *shares, const char *dir, GError **e
 void kmsctl_print_shares(GPtrArray *shares, guint threshold, const char *dir);
 /* Unseal V with the shares read from FILES (NULL-terminated). */
 gboolean kmsctl_unseal_with_share_files(KmsVault *v, char **files, GError **err);
+int kmsctl_cmd_audit(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_audit.c */
+/* Append one audit entry (audit.h) in its own transaction on V's idle
+ * connection; a failure is a warning on stderr (returns FALSE). */
+gboolean kmsctl_audit_alone(KmsVault *v, const char *action, JsonObject *detail);
 int kmsctl_cmd_backup(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_backup.c */
 int kmsctl_cmd_restore(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_backup.c */
 

@@ -104,6 +104,13 @@ kmsctl_cmd_backup(KmsCtl *ctl, int argc, char **argv)
 		goto done;
 	}
 	g_clear_pointer(&tmp, g_free);
+	{
+		g_autoptr(JsonObject) d = json_object_new();
+
+		json_object_set_string_member(d, "file", out);
+		json_object_set_int_member(d, "rows", info.rows);
+		kmsctl_audit_alone(v, "backup", d);
+	}
 	printf("backup of database %s written to %s: %d tables, %" G_GINT64_FORMAT
 	    " rows, %d sequences, schema version %d\n", PQdb(kms_vault_db(v)), out,
 	    info.tables, info.rows, info.sequences, info.schema_version);
@@ -165,6 +172,14 @@ kmsctl_cmd_restore(KmsCtl *ctl, int argc, char **argv)
 		goto done;
 	}
 	when = iso_time(info.created);
+	{
+		g_autoptr(JsonObject) d = json_object_new();
+
+		json_object_set_string_member(d, "file", argv[1]);
+		json_object_set_string_member(d, "backup_of", when);
+		json_object_set_int_member(d, "rows", info.rows);
+		kmsctl_audit_alone(v, "restore", d);
+	}
 	printf("database %s restored from %s (backup of %s): %d tables, %" G_GINT64_FORMAT
 	    " rows, %d sequences\n", PQdb(kms_vault_db(v)), argv[1], when, info.tables,
 	    info.rows, info.sequences);

@@ -21,6 +21,7 @@
 
 #include <openssl/pem.h>
 
+#include "keyvault/audit.h"
 #include "keyvault/certstore.h"
 #include "smime/x509util.h"
 
@@ -299,7 +300,12 @@ ctl_add(KmsCtl *ctl, int argc, char **argv)
 		g_autofree char *subj = kms_x509_name_text(X509_get_subject_name(x));
 		gboolean existed;
 
-		if (!kms_ctl_add(kms_vault_db(v), x, g_get_user_name(), &existed, &e))
+		g_autoptr(JsonObject) d = json_object_new();
+
+		json_object_set_string_member(d, "sha256", sha);
+		json_object_set_string_member(d, "subject", subj);
+		if (!kms_ctl_add(kms_vault_db(v), x, g_get_user_name(), &existed, &e) ||
+		    (!existed && !kms_audit_append(kms_vault_db(v), "ctl add", d, &e)))
 			rc = kmsctl_fail_error(e);
 		else
 			printf("%s %s %s\n", existed ? "already trusted" : "trusted", sha, subj);
@@ -330,12 +336,22 @@ ctl_remove(KmsCtl *ctl, int argc, char **argv)
 	}
 	if ((v = kmsctl_connect(ctl)) == NULL)
 		return KMSCTL_FAIL;
-	if (!kms_ctl_remove(kms_vault_db(v), argv[1], &found, &e))
-		rc = kmsctl_fail_error(e);
-	else if (!found)
-		rc = kmsctl_fail("no trusted certificate with fingerprint %s", argv[1]);
-	else
-		printf("removed %s\n", argv[1]);
+	{
+		g_autoptr(JsonObject) d = json_object_new();
+		PGconn *db = kms_vault_db(v);
+
+		json_object_set_string_member(d, "sha256", argv[1]);
+		if (!kms_db_begin(db, &e) || !kms_ctl_remove(db, argv[1], &found, &e) ||
+		    (found && !kms_audit_append(db, "ctl remove", d, &e)) ||
+		    (found && !kms_db_commit(db, &e))) {
+			kms_db_rollback(db);
+			rc = kmsctl_fail_error(e);
+		} else if (!found) {
+			kms_db_rollback(db);
+			rc = kmsctl_fail("no trusted certificate with fingerprint %s", argv[1]);
+		} else
+			printf("removed %s\n", argv[1]);
+	}
 	kms_vault_close(v);
 	return rc;
 }

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "keyvault/audit.h"
 #include "keyvault/enroll.h"
 
 #define BATCH 1000
@@ -70,6 +71,29 @@ collect(int argc, char **argv, const char *file, GError **err)
 }
 
 /* enroll and recover: the same loop with another token purpose. */
+/* One audit entry for the tokens this transaction made (audit.h):
+ * addresses and token ids, never the tokens. */
+static gboolean
+audit_tokens(PGconn *db, const char *purpose, gboolean mail, GError **err)
+{
+	KmsDbParams p = KMS_DB_PARAMS_INIT;
+	g_autoptr(PGresult) r = NULL;
+
+	kms_db_param_text(&p, purpose);
+	kms_db_param_text(&p, mail ? "mail" : "out-of-band");
+	r = kms_db_run(db, "SELECT count(*), json_build_object('purpose', $1::text, 'delivery',"
+	    " $2::text, 'tokens', coalesce(json_agg(json_build_object('address', u.address,"
+	    " 'token_id', t.id) ORDER BY t.id), '[]'))::text"
+	    " FROM tokens t JOIN users u ON u.id = t.user_id"
+	    " WHERE t.created_at = now() AND t.purpose = $1", &p, err);
+	if (r == NULL)
+		return FALSE;
+	if (kms_db_get_int(r, 0, 0) == 0)
+		return TRUE;
+	return kms_audit_append_json(db, strcmp(purpose, "enroll") == 0 ?
+	    "enroll tokens issued" : "recover tokens issued", PQgetvalue(r, 0, 1), err);
+}
+
 static int
 run(KmsCtl *ctl, int argc, char **argv, const char *purpose)
 {
@@ -219,7 +243,8 @@ run(KmsCtl *ctl, int argc, char **argv, const char *purpose)
 					printf("PIN: %s\n", (const char *)pin->data);
 			}
 		}
-		if (!kms_db_exec(db, "NOTIFY kms_requests", NULL, &e) || !kms_db_commit(db, &e)) {
+		if (!audit_tokens(db, purpose, p.deliver_mail, &e) ||
+		    !kms_db_exec(db, "NOTIFY kms_requests", NULL, &e) || !kms_db_commit(db, &e)) {
 			kms_db_rollback(db);
 			failed += end - start;
 			ok -= MIN(ok, end - start);

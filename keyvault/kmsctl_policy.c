@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "keyvault/audit.h"
 #include "keyvault/db.h"
 #include "keyvault/outbound.h"
 #include "keyvault/policy.h"
@@ -234,6 +235,22 @@ policy_change(KmsCtl *ctl, int argc, char **argv, gboolean unset)
 
 		if (!kms_policy_set(db, scope, name, g_ptr_array_index(keys, i),
 		    g_ptr_array_index(values, i), &removed, &e)) {
+			kms_db_rollback(db);
+			kms_vault_close(v);
+			return kmsctl_fail_error(e);
+		}
+	}
+	{
+		g_autoptr(JsonObject) d = json_object_new();
+		g_autoptr(JsonObject) kv = json_object_new();
+
+		for (guint i = 0; i < keys->len; i++)
+			json_object_set_string_member(kv, g_ptr_array_index(keys, i),
+			    g_ptr_array_index(values, i));
+		json_object_set_string_member(d, "scope", scope);
+		json_object_set_string_member(d, "name", name);
+		json_object_set_object_member(d, "values", json_object_ref(kv));
+		if (!kms_audit_append(db, unset ? "policy unset" : "policy set", d, &e)) {
 			kms_db_rollback(db);
 			kms_vault_close(v);
 			return kmsctl_fail_error(e);

@@ -26,6 +26,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "keyvault/audit.h"
 #include "smime/crl.h"
 
 /* One certificate to revoke. */
@@ -219,6 +220,23 @@ revoke_targets(PGconn *db, GPtrArray *targets, const char *reason, gint64 reques
 		kms_db_param_int(&p, request_ttl);
 		if (!kms_db_exec(db, "INSERT INTO requests (kind, user_id, expires_at)"
 		    " VALUES ('crl', NULL, now() + $1::bigint * interval '1 second')", &p, err))
+			return FALSE;
+	}
+	{
+		g_autoptr(JsonObject) d = json_object_new();
+		g_autoptr(JsonArray) serials = json_array_new();
+		g_autoptr(JsonArray) addresses = json_array_new();
+
+		for (guint i = 0; i < targets->len; i++) {
+			Target *t = g_ptr_array_index(targets, i);
+
+			json_array_add_string_element(serials, t->serial);
+			json_array_add_string_element(addresses, t->address ? t->address : "");
+		}
+		json_object_set_array_member(d, "serials", json_array_ref(serials));
+		json_object_set_array_member(d, "addresses", json_array_ref(addresses));
+		json_object_set_string_member(d, "reason", reason);
+		if (!kms_audit_append(db, "revoked", d, err))
 			return FALSE;
 	}
 	return kms_db_exec(db, "NOTIFY kms_requests", NULL, err);

@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keyvault/audit.h"
 #include "keyvault/queuekey.h"
 #include "keyvault/shamir.h"
 
@@ -253,6 +254,17 @@ out:
 }
 
 /* kmsctl rekey: a new share set for the vault key. */
+/* The audit entry of a rekey (never the shares). */
+static gboolean
+audit_rekey(PGconn *db, int n, int m, GError **err)
+{
+	g_autoptr(JsonObject) d = json_object_new();
+
+	json_object_set_int_member(d, "shares", n);
+	json_object_set_int_member(d, "threshold", m);
+	return kms_audit_append(db, "rekey", d, err);
+}
+
 int
 kmsctl_cmd_rekey(KmsCtl *ctl, int argc, char **argv)
 {
@@ -299,10 +311,18 @@ kmsctl_cmd_rekey(KmsCtl *ctl, int argc, char **argv)
 	if (!kms_db_begin(db, &e) ||
 	    (shares = kms_vault_shares_create(v, (guint)n, (guint)m, &e)) == NULL ||
 	    (dir && !kmsctl_write_share_files(shares, dir, &e)) ||
-	    !kms_db_commit(db, &e)) {
+	    !audit_rekey(db, n, m, &e) || !kms_db_commit(db, &e)) {
 		kms_db_rollback(db);
 		rc = kmsctl_fail_error(e);
 		goto out;
+	}
+	{
+		/* the vault is unsealed here: MAC what kmsd has not yet */
+		g_autoptr(KmsSecret) ak = kms_audit_key(v, NULL);
+		gint64 high = 0;
+
+		if (ak)
+			(void)kms_audit_mac_pending(db, ak, &high, NULL, NULL);
 	}
 	printf("new unseal shares: %d of %d (earlier shares no longer work)\n", m, n);
 	kmsctl_print_shares(shares, (guint)m, dir);

@@ -39,6 +39,7 @@
 #include "common/daemon.h"
 #include "common/log.h"
 #include "common/secret.h"
+#include "keyvault/audit.h"
 #include "keyvault/crlpub.h"
 #include "keyvault/queuekey.h"
 #include "keyvault/shamir.h"
@@ -60,9 +61,47 @@ typedef struct {
 	gint64 unseal_session;	/* its unseal_sessions row, 0: none */
 	GPtrArray *shares;	/* KmsShare accepted so far */
 	guint unseal_timer;
+	/* audit log (audit.h) */
+	KmsSecret *audit_key;	/* derived from the vault key once unsealed */
+	gint64 audit_high;	/* highest entry this process MACed */
 } Kmsd;
 
 static void watch_db(Kmsd *k);
+
+/* Our actor in the audit log: "kmsd@HOST:PID" (again after a fork). */
+static void
+audit_actor(void)
+{
+	g_autofree char *a = g_strdup_printf("kmsd@%s:%ld", g_get_host_name(), (long)getpid());
+
+	kms_audit_set_actor(a, FALSE, FALSE);
+}
+
+/* One audit entry in its own transaction (the connection is idle). */
+static void
+audit(Kmsd *k, const char *action, JsonObject *detail)
+{
+	g_autoptr(GError) e = NULL;
+	PGconn *db = kms_vault_db(k->vault);
+
+	if (kms_db_begin(db, &e) && kms_audit_append(db, action, detail, &e) &&
+	    kms_db_commit(db, &e))
+		return;
+	kms_db_rollback(db);
+	kms_warn("audit: cannot record \"%s\": %s", action, e ? e->message : "unknown error");
+}
+
+/* MAC the audit entries that appeared since the last pass (audit.h). */
+static void
+audit_mac(Kmsd *k)
+{
+	g_autoptr(GError) e = NULL;
+
+	if (k->audit_key == NULL)
+		return;
+	if (!kms_audit_mac_pending(kms_vault_db(k->vault), k->audit_key, &k->audit_high, NULL, &e))
+		kms_warn("audit: cannot MAC new entries: %s", e->message);
+}
 
 /* Do queued requests until none waits or one fails (then wait for the
  * next heartbeat: the MTA or vault may be down). */
@@ -117,6 +156,7 @@ on_db_readable(gint fd, GIOCondition cond, gpointer data)
 		PQfreemem(n);
 	drain_queue(k);
 	maintain_crl(k);
+	audit_mac(k);
 	return G_SOURCE_CONTINUE;
 }
 
@@ -171,6 +211,7 @@ heartbeat(gpointer data)
 		kms_worker_expire(&k->worker);
 		drain_queue(k);
 		maintain_crl(k);
+		audit_mac(k);
 		return G_SOURCE_CONTINUE;
 	}
 	kms_warn("heartbeat: %s", e->message);
@@ -199,6 +240,18 @@ unseal_answer(Kmsd *k, gint64 id, const char *status, const char *detail)
 		kms_warn("unseal: cannot answer share row %" G_GINT64_FORMAT ": %s", id, e->message);
 }
 
+/* Audit one share's outcome: who sent it and what became of it (never
+ * the share). */
+static void
+unseal_audit(Kmsd *k, const char *action, const char *by, const char *what)
+{
+	g_autoptr(JsonObject) d = json_object_new();
+
+	json_object_set_string_member(d, "submitted_by", by);
+	json_object_set_string_member(d, "detail", what);
+	audit(k, action, d);
+}
+
 /* One submitted share: open, check, count; unseal at the threshold. */
 static void
 unseal_take(Kmsd *k, gint64 id, const char *by, GBytes *blob)
@@ -221,12 +274,14 @@ unseal_take(Kmsd *k, gint64 id, const char *by, GBytes *blob)
 	if (text == NULL) {
 		kms_warn("unseal: a share from %s does not open: not encrypted to this kmsd", by);
 		unseal_answer(k, id, "rejected", "not encrypted to this kmsd's session key");
+		unseal_audit(k, "unseal share rejected", by, "not encrypted to this kmsd's session key");
 		return;
 	}
 	if ((s = kms_share_parse((const char *)text->data, text->len, &e)) == NULL ||
 	    !kms_share_set_check(set, s, &e)) {
 		kms_warn("unseal: share from %s rejected: %s", by, e->message);
 		unseal_answer(k, id, "rejected", e->message);
+		unseal_audit(k, "unseal share rejected", by, e->message);
 		return;
 	}
 	for (guint i = 0; i < k->shares->len; i++)
@@ -240,6 +295,7 @@ unseal_take(Kmsd *k, gint64 id, const char *by, GBytes *blob)
 	g_ptr_array_add(k->shares, g_steal_pointer(&s));
 	detail = g_strdup_printf("%u of %u", k->shares->len, set->threshold);
 	kms_info("unseal: share accepted from %s (%s)", by, detail);
+	unseal_audit(k, "unseal share accepted", by, detail);
 	if (k->shares->len < set->threshold) {
 		unseal_answer(k, id, "accepted", detail);
 		return;
@@ -431,6 +487,7 @@ run(Kmsd *k, const char *config_path, gboolean foreground)
 	}
 	kms_log_configure(kms_config_get(k->cfg, "log", "facility"),
 	    kms_config_get(k->cfg, "log", "level"));
+	audit_actor();
 	/* The password file may be readable by root only: read it first. */
 	pwfile = kms_config_get(k->cfg, "kms", "startup_password_file");
 	if (pwfile && (pw = kms_password_read(pwfile, NULL, FALSE, &e)) == NULL) {
@@ -460,6 +517,7 @@ run(Kmsd *k, const char *config_path, gboolean foreground)
 			}
 			kms_log_init("kmsd", KMS_LOG_SYSLOG);
 			PQreset(kms_vault_db(k->vault));
+			audit_actor();
 			detached = TRUE;
 		}
 		if (!wait_for_shares(k, set, &e)) {
@@ -474,6 +532,8 @@ run(Kmsd *k, const char *config_path, gboolean foreground)
 		kms_info("vault unsealed with %u of %u shares", set->threshold, set->count);
 	} else if ((pw == NULL && (pw = kms_password_read(NULL, "kmsd startup password: ",
 	    FALSE, &e)) == NULL) || !kms_vault_unseal(k->vault, pw, &e)) {
+		if (g_error_matches(e, KMS_VAULT_ERROR, KMS_VAULT_ERROR_PASSWORD))
+			audit(k, "wrong startup password", NULL);
 		fprintf(stderr, "kmsd: %s\n", e->message);
 		return 1;
 	}
@@ -493,6 +553,7 @@ run(Kmsd *k, const char *config_path, gboolean foreground)
 		kms_log_init("kmsd", KMS_LOG_SYSLOG);
 		/* the forked child needs its own connection */
 		PQreset(kms_vault_db(k->vault));
+		audit_actor();
 	}
 	pidfile = kms_config_get(k->cfg, "kms", "pid_file");
 	if (pidfile && !kms_daemon_write_pidfile(pidfile, &e)) {
@@ -501,6 +562,17 @@ run(Kmsd *k, const char *config_path, gboolean foreground)
 	}
 	k->worker_id = g_strdup_printf("%s:%ld:%08x", g_get_host_name(), (long)getpid(),
 	    g_random_int());
+	if ((k->audit_key = kms_audit_key(k->vault, &e)) == NULL) {
+		kms_err("%s", e->message);
+		return 1;
+	}
+	{
+		g_autoptr(JsonObject) d = json_object_new();
+
+		json_object_set_string_member(d, "worker", k->worker_id);
+		json_object_set_string_member(d, "unsealed_with", set ? "shares" : "password");
+		audit(k, "kmsd started", d);
+	}
 	heartbeat(k);
 	kms_info("vault unsealed (schema version %d); worker %s ready", version, k->worker_id);
 
@@ -517,8 +589,13 @@ stop:
 		KmsDbParams p = KMS_DB_PARAMS_INIT;
 
 		kms_db_param_text(&p, k->worker_id);
+		g_autoptr(JsonObject) d = json_object_new();
+
 		if (!kms_db_exec(kms_vault_db(k->vault), "DELETE FROM workers WHERE id = $1", &p, &e))
 			kms_warn("cannot deregister: %s", e->message);
+		json_object_set_string_member(d, "worker", k->worker_id);
+		audit(k, "kmsd stopped", d);
+		audit_mac(k);
 	}
 	unseal_session_end(k);
 	kms_daemon_remove_pidfile(pidfile);
@@ -552,6 +629,7 @@ main(int argc, char **argv)
 	kms_config_free(k.cfg);
 	g_free(k.worker_id);
 	g_free(k.crl_error);
+	kms_secret_free(k.audit_key);
 	g_free(a.config_path);
 	return rc;
 }

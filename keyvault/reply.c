@@ -12,6 +12,7 @@
 
 #include "common/secret.h"
 #include "common/token.h"
+#include "keyvault/audit.h"
 #include "keyvault/db.h"
 #include "keyvault/queuekey.h"
 
@@ -253,6 +254,30 @@ consume(PGconn *c, const KmsReplyParams *p, const Match *m, const KmsSecret *nor
 	return TRUE;
 }
 
+/* The audit entry of a decided reply (audit.h): a consumed token, or a
+ * failed authentication with its reason. Token ids only, never tokens. */
+static gboolean
+audit_reply(PGconn *c, const KmsReplyParams *p, const Match *m, const KmsReplyResult *res,
+    GError **err)
+{
+	g_autoptr(JsonObject) d = json_object_new();
+
+	if (m->status != KMS_REPLY_BAD_TOKEN) {
+		json_object_set_string_member(d, "address", m->address);
+		json_object_set_string_member(d, "purpose", m->purpose);
+		json_object_set_int_member(d, "token_id", m->id);
+	}
+	json_object_set_string_member(d, "sender", p->reply_from ? p->reply_from : "");
+	json_object_set_string_member(d, "auth", p->auth);
+	json_object_set_string_member(d, "queue_id", p->queue_id ? p->queue_id : "NOQUEUE");
+	if (m->status == KMS_REPLY_OK) {
+		json_object_set_int_member(d, "request_id", res->request_id);
+		return kms_audit_append_as(c, "kmsmilter", "reply accepted", d, err);
+	}
+	json_object_set_string_member(d, "reason", kms_reply_status_name(m->status));
+	return kms_audit_append_as(c, "kmsmilter", "failed authentication", d, err);
+}
+
 /* The whole decision inside an open transaction. FALSE on a database or
  * sealing error; otherwise *STATUS is the verdict and COMMIT is due
  * unless *ROLLBACK. */
@@ -306,6 +331,8 @@ decide(PGconn *c, const KmsReplyParams *p, KmsReplyResult *res, KmsReplyStatus *
 	default:
 		break;
 	}
+	if (ok && !*rollback)
+		ok = audit_reply(c, p, &best, res, err);
 	*status = best.status;
 	match_clear(&best);
 	return ok;

@@ -99,6 +99,11 @@ GBytes *kms_vault_seal(KmsVault *v, const char *table, const char *column, gint6
 KmsSecret *kms_vault_open_value(KmsVault *v, const char *table, const char *column,
     gint64 row_id, int key_version, GBytes *blob, GError **err);
 
+/* A 32-byte key for one purpose, HKDF-SHA256(vault key, info = LABEL),
+ * e.g. the audit log's MAC key (audit.h). KMS_VAULT_ERROR_SEALED when the
+ * vault is sealed. Caller frees. */
+KmsSecret *kms_vault_derive_key(KmsVault *v, const char *label, GError **err);
+
 /* Next id of TABLE's bigserial (to bind a sealed value before insert). */
 gboolean kms_vault_next_id(KmsVault *v, const char *table, gint64 *id, GError **err);
 

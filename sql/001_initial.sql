@@ -220,16 +220,23 @@ CREATE TABLE admins (
 	created_at	timestamptz NOT NULL DEFAULT now()
 );
 
+-- Audit log, a hash chain (keyvault/audit.h): entries are appended under
+-- pg_advisory_xact_lock with id = last id + 1 (dense: a gap is a deletion)
+-- and hash = SHA-256(prev_hash || id || at || actor || action || detail);
+-- kmsd later sets mac = HMAC-SHA256(key derived from the vault key, hash).
+-- actor is free text: "kmsd@host:pid", "kmsmilter", "login (db role r)".
 CREATE TABLE audit (
-	id		bigserial PRIMARY KEY,
-	at		timestamptz NOT NULL DEFAULT now(),
+	id		bigint PRIMARY KEY CHECK (id > 0),
+	at		timestamptz NOT NULL,
 	actor		text NOT NULL,
 	action		text NOT NULL,
 	detail		jsonb NOT NULL DEFAULT '{}',
-	prev_hash	bytea,
-	hash		bytea,
-	mac		bytea
+	prev_hash	bytea NOT NULL CHECK (length(prev_hash) = 32),
+	hash		bytea NOT NULL CHECK (length(hash) = 32),
+	mac		bytea CHECK (length(mac) = 32)
 );
+CREATE INDEX audit_at ON audit (at);
+CREATE INDEX audit_unmaced ON audit (id) WHERE mac IS NULL;
 
 -- kmsd's queue key: kmsctl encrypts secrets it queues for kmsd (tokens
 -- to mail) to the public half; the private half is sealed (queuekey.h).

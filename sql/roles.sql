@@ -36,6 +36,9 @@ GRANT SELECT (id, kind, status, user_id, created_at, expires_at) ON requests TO 
 -- PKCS#12 password) to kmsd with it
 GRANT SELECT (id, public_key) ON queue_key TO kms_milter;
 GRANT USAGE ON SEQUENCE certificates_id_seq, capabilities_id_seq, requests_id_seq TO kms_milter;
+-- the audit log (keyvault/audit.h): append entries (a failed token
+-- attempt, a consumed token), reading only what chaining needs
+GRANT SELECT (id, hash), INSERT ON audit TO kms_milter;
 
 -- kmsd: everything it needs to run the CA and escrow keys.
 GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO kms_service;
@@ -46,3 +49,9 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO kms_service;
 -- administrators (kmsctl when connecting as kms_admin)
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO kms_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO kms_admin;
+
+-- The audit log is append-only for every role but the owner: kmsd (and
+-- kmsctl init/passwd, which unseal the vault) only fill in the mac of
+-- entries; nobody else may change or delete an entry.
+REVOKE UPDATE, DELETE, TRUNCATE ON audit FROM kms_service, kms_admin;
+GRANT UPDATE (mac) ON audit TO kms_service, kms_admin;

@@ -73,7 +73,10 @@ TABLES="schema_version vault_seal vault_shares ca users tokens certificates cert
 fingerprint() {
 	for t in $TABLES; do
 		[ "$(psql_kms "SELECT to_regclass('public.$t') IS NULL")" = t ] && continue
-		printf '%s %s\n' "$t" "$(psql_kms "SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM $t x")"
+		# audit: without the entries backup and restore append themselves
+		# and the MACs kmsd adds meanwhile (audit.sh tests the log)
+		w=; c=x; [ "$t" = audit ] && w="WHERE action NOT IN ('backup', 'restore')" c="(id, at, actor, action, detail, hash)"
+		printf '%s %s\n' "$t" "$(psql_kms "SELECT count(*) || ':' || coalesce(md5(string_agg($c::text, '|' ORDER BY $c::text)), '') FROM $t x $w")"
 	done
 }
 
@@ -128,9 +131,9 @@ not_in_backup "$(openssl pkey -in "$T/alice.key" -outform DER 2>/dev/null | hexo
 not_in_backup "$(openssl pkey -in "$T/ca.key" -outform DER 2>/dev/null | hexof)" "the CA key (PKCS#8 DER) is not in the backup"
 if grep -qa "example.org" "$T/vault.bak"; then not_ok "no address in clear in the backup"; else ok "no address in clear in the backup"; fi
 # a second, padded backup spans three 1 MiB chunks
-psql_kms "INSERT INTO audit (actor, action, detail) VALUES ('test', 'padding', jsonb_build_object('pad', repeat('x', 2500000)))"
+psql_kms "INSERT INTO policy (scope, name, key, value) VALUES ('domain', 'padding.invalid', 'padding', repeat('x', 2500000))"
 check "a backup of a larger vault" "$KMSCTL" -c "$CONF" backup --out "$T/big.bak" --password-file "$T/bpw"
-psql_kms "DELETE FROM audit WHERE action = 'padding'"
+psql_kms "DELETE FROM policy WHERE name = 'padding.invalid'"
 stop_kmsd
 
 # --- drop the database -----------------------------------------------------------
@@ -171,7 +174,7 @@ is "$(relations)" 0 "the database is still empty after all that"
 expect_exit 1 "a file that is no backup is refused" "$KMSCTL" -c "$CONF" restore "$T/pw" --password-file "$T/bpw"
 like "$T/err" "not a kmsmilter backup" "it says so"
 check "the three-chunk backup restores" "$KMSCTL" -c "$CONF" restore "$T/big.bak" --password-file "$T/bpw"
-is "$(psql_kms "SELECT length(detail->>'pad') FROM audit WHERE action = 'padding'")" 2500000 "with its 2.5 MB row intact"
+is "$(psql_kms "SELECT length(value) FROM policy WHERE name = 'padding.invalid'")" 2500000 "with its 2.5 MB row intact"
 "$PG_BINDIR/dropdb" -h "$PGSOCK" -U kmsdba kms && "$PG_BINDIR/createdb" -h "$PGSOCK" -U kmsdba kms || bail "dropdb/createdb failed"
 
 # --- restore -----------------------------------------------------------------------
