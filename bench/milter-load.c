@@ -3,8 +3,8 @@
  *	milter-load - drive a milter with many messages, as an MTA would
  * SYNOPSIS
  *	milter-load -s SOCKET [-c CONNECTIONS] [-n MESSAGES | -t SECONDS]
- *	    [-w WARMUP] [-e VERDICT] [-f FROM] [-r RCPT] [-A early|always|never]
- *	    [-k] [-v] FILE...
+ *	    [-w WARMUP] [-e VERDICT] [-f FROM] [-r RCPT]... [-A early|always|never]
+ *	    [-o FILE] [-k] [-v] FILE...
  * DESCRIPTION
  *	Speaks milter protocol version 6 directly over a socket
  *	(inet:PORT@HOST, inet6:PORT@HOST, HOST:PORT, unix:PATH or local:PATH).
@@ -19,9 +19,17 @@
  *	see (SMFIP_NO*) are not sent, stages it will not answer (SMFIP_NR_*)
  *	are not waited for, SMFIR_SKIP ends the body, a final reply before
  *	end of message ends that message. Modification replies after
- *	end of message (add header, replace body, ...) and SMFIR_PROGRESS are
- *	read and counted, never applied. Commands that need no answer are
- *	buffered and go out with the next one that does, as one write.
+ *	end of message (SMFIR_REPLBODY, SMFIR_CHGHEADER, SMFIR_ADDHEADER,
+ *	SMFIR_INSHEADER, SMFIR_DELRCPT, ...) and SMFIR_PROGRESS are read
+ *	before the final verdict and counted by kind, not applied; a
+ *	modification before end of message is an error. -o FILE: the first
+ *	message of connection 0 that is modified is also edited as an MTA
+ *	would (header changes, deletions, additions and insertions by
+ *	occurrence, the body replaced by the concatenated SMFIR_REPLBODY
+ *	chunks) and written to FILE (CRLF), with its removed recipients in
+ *	FILE.delrcpt, for the caller to check once (e.g. decrypt it).
+ *	Commands that need no answer are buffered and go out with the next
+ *	one that does, as one write.
  *
  *	Like Postfix, the driver sends SMFIC_ABORT before the next message
  *	when the previous one ended before end of message (-A early, the
@@ -34,7 +42,9 @@
  *	message must get: accept (SMFIR_ACCEPT at any stage, or
  *	SMFIR_CONTINUE at end of message), continue (SMFIR_CONTINUE at end of
  *	message only), tempfail (also 4xx SMFIR_REPLYCODE), reject (also 5xx),
- *	discard. -k: also print one line of key=value pairs for scripts.
+ *	discard. -r RCPT may be given several times: one SMFIC_RCPT each
+ *	(default <bench-rcpt@example.org>). -k: also print one line of
+ *	key=value pairs for scripts.
  *	-v: print each connection's negotiated flags.
  *
  *	TCP_NODELAY is set on TCP sockets.
@@ -53,6 +63,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -208,7 +219,10 @@ static double opt_seconds = -1;
 static int opt_warmup;
 static const char *opt_expect;
 static const char *opt_from = "<bench-sender@example.org>";
-static const char *opt_rcpt = "<bench-rcpt@example.org>";
+static const char *opt_rcpt_default[] = { "<bench-rcpt@example.org>" };
+static const char **opt_rcpt = opt_rcpt_default;
+static int opt_nrcpt = 1;
+static const char *opt_capture;	/* -o FILE */
 static enum { ABORT_EARLY, ABORT_ALWAYS, ABORT_NEVER } opt_abort = ABORT_EARLY;
 static int opt_keys, opt_verbose;
 
@@ -241,6 +255,24 @@ static const char *const verdict_name[NVERDICTS] = {
 	"accept", "continue", "tempfail", "reject", "discard", "connfail", "shutdown"
 };
 
+/* the message as the milter edits it (-o) */
+typedef struct {
+	Header *hdr;
+	size_t nhdr;
+	char *body;
+	size_t bodylen;
+	int replaced;
+	char **delrcpt;
+	size_t ndelrcpt;
+} Capture;
+
+/* modification kinds counted */
+enum { MOD_REPLBODY, MOD_CHGHEADER, MOD_ADDHEADER, MOD_INSHEADER, MOD_DELRCPT, MOD_ADDRCPT,
+	MOD_CHGFROM, MOD_QUARANTINE, NMODS };
+static const char *const mod_name[NMODS] = {
+	"replbody", "chgheader", "addheader", "insheader", "delrcpt", "addrcpt", "chgfrom", "quarantine"
+};
+
 typedef struct {
 	int id;
 	/* connection */
@@ -256,6 +288,10 @@ typedef struct {
 	/* results */
 	long count[NVERDICTS][NSTAGES];
 	long unexpected, errors, mods, progress, skips, done;
+	long mod[NMODS], modified;	/* by kind; messages with any */
+	long long replbody_bytes;
+	int capturing;			/* -o: this message is captured */
+	Capture cap;
 	double *lat;		/* microseconds per message */
 	size_t nlat, latcap;
 	char first_error[256];
@@ -456,6 +492,194 @@ read_packet(Worker *w, size_t *len)
 	return (unsigned char)w->in[0];
 }
 
+static void
+count_mod(Worker *w, int r, size_t l)
+{
+	switch (r) {
+	case SMFIR_REPLBODY: w->mod[MOD_REPLBODY]++; w->replbody_bytes += (long long)l; break;
+	case SMFIR_CHGHEADER: w->mod[MOD_CHGHEADER]++; break;
+	case SMFIR_ADDHEADER: w->mod[MOD_ADDHEADER]++; break;
+	case SMFIR_INSHEADER: w->mod[MOD_INSHEADER]++; break;
+	case SMFIR_DELRCPT: w->mod[MOD_DELRCPT]++; break;
+	case SMFIR_ADDRCPT: case SMFIR_ADDRCPT_PAR: w->mod[MOD_ADDRCPT]++; break;
+	case SMFIR_CHGFROM: w->mod[MOD_CHGFROM]++; break;
+	case SMFIR_QUARANTINE: w->mod[MOD_QUARANTINE]++; break;
+	}
+}
+
+/* Two NUL-terminated strings after a 32-bit index (IDX may be NULL: no
+ * index) in the reply data of length L; 0 when well formed. */
+static int
+mod_fields(const char *d, size_t l, uint32_t *idx, const char **a, const char **b)
+{
+	size_t off = 0;
+
+	if (idx) {
+		uint32_t n;
+
+		if (l < 4)
+			return -1;
+		memcpy(&n, d, 4);
+		*idx = ntohl(n);
+		off = 4;
+	}
+	if (memchr(d + off, '\0', l - off) == NULL)
+		return -1;
+	*a = d + off;
+	off += strlen(*a) + 1;
+	if (b == NULL)
+		return 0;
+	if (off >= l || memchr(d + off, '\0', l - off) == NULL)
+		return -1;
+	*b = d + off;
+	return 0;
+}
+
+static void
+cap_insert(Capture *c, size_t at, const char *name, const char *value)
+{
+	c->hdr = xrealloc(c->hdr, (c->nhdr + 1) * sizeof(Header));
+	if (at > c->nhdr)
+		at = c->nhdr;
+	memmove(c->hdr + at + 1, c->hdr + at, (c->nhdr - at) * sizeof(Header));
+	c->hdr[at].name = strdup(name);
+	c->hdr[at].value = strdup(value);
+	c->nhdr++;
+}
+
+/* Edit the captured message with one modification reply (data in w->in + 1). */
+static int
+apply_mod(Worker *w, int r, size_t l)
+{
+	Capture *c = &w->cap;
+	const char *d = w->in + 1, *a, *b;
+	uint32_t idx;
+
+	switch (r) {
+	case SMFIR_REPLBODY:
+		if (!c->replaced) {
+			c->bodylen = 0;
+			c->replaced = 1;
+		}
+		c->body = xrealloc(c->body, c->bodylen + l + 1);
+		memcpy(c->body + c->bodylen, d, l);
+		c->bodylen += l;
+		return 0;
+	case SMFIR_ADDHEADER:
+		if (mod_fields(d, l, NULL, &a, &b) != 0)
+			return -1;
+		cap_insert(c, c->nhdr, a, b);
+		return 0;
+	case SMFIR_INSHEADER:
+		if (mod_fields(d, l, &idx, &a, &b) != 0)
+			return -1;
+		cap_insert(c, idx, a, b);
+		return 0;
+	case SMFIR_CHGHEADER:
+		/* the IDX-th (from 1) field named A; an empty value deletes it;
+		 * beyond the last one: added */
+		if (mod_fields(d, l, &idx, &a, &b) != 0)
+			return -1;
+		for (size_t i = 0, k = 0; i < c->nhdr; i++) {
+			if (strcasecmp(c->hdr[i].name, a) != 0 || ++k != (idx ? idx : 1))
+				continue;
+			free(c->hdr[i].value);
+			if (*b) {
+				c->hdr[i].value = strdup(b);
+			} else {
+				free(c->hdr[i].name);
+				memmove(c->hdr + i, c->hdr + i + 1, (c->nhdr - i - 1) * sizeof(Header));
+				c->nhdr--;
+			}
+			return 0;
+		}
+		if (*b)
+			cap_insert(c, c->nhdr, a, b);
+		return 0;
+	case SMFIR_DELRCPT:
+		if (mod_fields(d, l, NULL, &a, NULL) != 0)
+			return -1;
+		c->delrcpt = xrealloc(c->delrcpt, (c->ndelrcpt + 1) * sizeof(char *));
+		c->delrcpt[c->ndelrcpt++] = strdup(a);
+		return 0;
+	default:
+		return 0;	/* counted only */
+	}
+}
+
+/* Header values are kept as the milter sees them: with the space after
+ * the colon when it negotiated SMFIP_HDR_LEADSPC (its changes then carry
+ * their own), without otherwise (the MTA adds one on output). */
+static void
+cap_start(Worker *w, const Message *m)
+{
+	Capture *c = &w->cap;
+
+	memset(c, 0, sizeof(*c));
+	c->hdr = xmalloc(m->nhdr * sizeof(Header));
+	for (size_t i = 0; i < m->nhdr; i++) {
+		const char *v = m->hdr[i].value;
+
+		while (!(w->prot & SMFIP_HDR_LEADSPC) && (*v == ' ' || *v == '\t'))
+			v++;
+		c->hdr[i].name = strdup(m->hdr[i].name);
+		c->hdr[i].value = strdup(v);
+	}
+	c->nhdr = m->nhdr;
+	c->body = xmalloc(m->bodylen + 1);
+	memcpy(c->body, m->body, m->bodylen);
+	c->bodylen = m->bodylen;
+	w->capturing = 1;
+}
+
+static void
+cap_free(Capture *c)
+{
+	for (size_t i = 0; i < c->nhdr; i++) {
+		free(c->hdr[i].name);
+		free(c->hdr[i].value);
+	}
+	for (size_t i = 0; i < c->ndelrcpt; i++)
+		free(c->delrcpt[i]);
+	free(c->hdr);
+	free(c->body);
+	free(c->delrcpt);
+	memset(c, 0, sizeof(*c));
+}
+
+/* Write the edited message (header values: LF folds become CRLF). */
+static void
+cap_write(const Capture *c, unsigned long prot, const char *path)
+{
+	FILE *f = fopen(path, "wb");
+	char *p2;
+
+	if (f == NULL)
+		die("%s: %s", path, strerror(errno));
+	for (size_t i = 0; i < c->nhdr; i++) {
+		fprintf(f, "%s:%s", c->hdr[i].name, prot & SMFIP_HDR_LEADSPC ? "" : " ");
+		for (const char *v = c->hdr[i].value; *v; v++) {
+			if (*v == '\n' && (v == c->hdr[i].value || v[-1] != '\r'))
+				fputc('\r', f);
+			fputc(*v, f);
+		}
+		fputs("\r\n", f);
+	}
+	fputs("\r\n", f);
+	fwrite(c->body, 1, c->bodylen, f);
+	if (fclose(f) != 0)
+		die("%s: write error", path);
+	if (asprintf(&p2, "%s.delrcpt", path) < 0)
+		die("out of memory");
+	f = fopen(p2, "w");
+	if (f == NULL)
+		die("%s: %s", p2, strerror(errno));
+	for (size_t i = 0; i < c->ndelrcpt; i++)
+		fprintf(f, "%s\n", c->delrcpt[i]);
+	fclose(f);
+	free(p2);
+}
+
 /*
  * Send a command for STAGE and return the milter's answer: 'c' also when
  * the stage is skipped or not answered, else the final reply ('a', 't',
@@ -490,6 +714,11 @@ stage(Worker *w, int st, char cmd, const void *data, size_t len)
 				return -1;
 			}
 			w->mods++;
+			count_mod(w, r, l);
+			if (w->capturing && apply_mod(w, r, l) != 0) {
+				werr(w, "malformed modification '%c' (%zu bytes)", r, l);
+				return -1;
+			}
 			continue;
 		case SMFIR_REPLYCODE:
 			return l > 0 && w->in[1] == '4' ? SMFIR_TEMPFAIL : SMFIR_REJECT;
@@ -635,8 +864,8 @@ send_message(Worker *w, const Message *m, long seq, int *st)
 	    0, 0, opt_from, 0);
 	put_cmd(w, SMFIC_MACRO, buf, l);
 	r = stage(w, *st = ST_MAIL, SMFIC_MAIL, opt_from, strlen(opt_from) + 1);
-	if (r == 'c')
-		r = stage(w, *st = ST_RCPT, SMFIC_RCPT, opt_rcpt, strlen(opt_rcpt) + 1);
+	for (int i = 0; r == 'c' && i < opt_nrcpt; i++)
+		r = stage(w, *st = ST_RCPT, SMFIC_RCPT, opt_rcpt[i], strlen(opt_rcpt[i]) + 1);
 	if (r == 'c')
 		r = stage(w, *st = ST_DATA, SMFIC_DATA, NULL, 0);
 	if (r == 'c')
@@ -726,7 +955,22 @@ one_message(Worker *w, long seq, int counted)
 			}
 		}
 		if (rc == 0) {
+			long before = w->mods;
+			static int captured;	/* connection 0 only writes it */
+
+			if (opt_capture && w->id == 0 && !captured)
+				cap_start(w, m);
 			v = send_message(w, m, seq, &st);
+			if (v >= 0 && w->mods > before && counted)
+				w->modified++;
+			if (w->capturing) {
+				if (v >= 0 && w->mods > before) {
+					cap_write(&w->cap, w->prot, opt_capture);
+					captured = 1;
+				}
+				cap_free(&w->cap);
+				w->capturing = 0;
+			}
 			if (v >= 0) {
 				if (v == V_CONNFAIL || v == V_SHUTDOWN)
 					disconnect(w, 0);
@@ -781,7 +1025,8 @@ usage(void)
 {
 	fputs("usage: milter-load -s SOCKET [-c CONNECTIONS] [-n MESSAGES | -t SECONDS]\n"
 	    "                   [-w WARMUP] [-e accept|continue|tempfail|reject|discard]\n"
-	    "                   [-f FROM] [-r RCPT] [-A early|always|never] [-k] [-v] FILE...\n",
+	    "                   [-f FROM] [-r RCPT]... [-A early|always|never] [-o FILE] [-k] [-v]\n"
+	    "                   FILE...\n",
 	    stderr);
 	exit(2);
 }
@@ -793,12 +1038,14 @@ main(int argc, char **argv)
 	pthread_t *th;
 	double t0, elapsed, *lat;
 	long total = 0, count[NVERDICTS][NSTAGES], unexpected = 0, errors = 0, mods = 0;
+	long mod[NMODS] = {0}, modified = 0;
+	long long replbody_bytes = 0;
 	size_t nlat = 0;
 	struct rusage ru;
 	double cpu;
 	int c;
 
-	while ((c = getopt(argc, argv, "s:c:n:t:w:e:f:r:A:kv")) != -1) {
+	while ((c = getopt(argc, argv, "s:c:n:t:w:e:f:r:A:o:kv")) != -1) {
 		switch (c) {
 		case 's': opt_socket = optarg; break;
 		case 'c': opt_conns = atoi(optarg); break;
@@ -807,7 +1054,15 @@ main(int argc, char **argv)
 		case 'w': opt_warmup = atoi(optarg); break;
 		case 'e': opt_expect = optarg; break;
 		case 'f': opt_from = optarg; break;
-		case 'r': opt_rcpt = optarg; break;
+		case 'r':
+			if (opt_rcpt == opt_rcpt_default) {
+				opt_rcpt = NULL;
+				opt_nrcpt = 0;
+			}
+			opt_rcpt = xrealloc(opt_rcpt, (size_t)(opt_nrcpt + 1) * sizeof(char *));
+			opt_rcpt[opt_nrcpt++] = optarg;
+			break;
+		case 'o': opt_capture = optarg; break;
 		case 'A':
 			if (strcmp(optarg, "early") == 0)
 				opt_abort = ABORT_EARLY;
@@ -884,6 +1139,10 @@ main(int argc, char **argv)
 		unexpected += w->unexpected;
 		errors += w->errors;
 		mods += w->mods;
+		modified += w->modified;
+		replbody_bytes += w->replbody_bytes;
+		for (int k = 0; k < NMODS; k++)
+			mod[k] += w->mod[k];
 		for (int v = 0; v < NVERDICTS; v++)
 			for (int s = 0; s < NSTAGES; s++)
 				count[v][s] += w->count[v][s];
@@ -910,7 +1169,11 @@ main(int argc, char **argv)
 		for (int s = 0; s < NSTAGES; s++)
 			if (count[v][s])
 				printf(" %s@%s %ld", verdict_name[v], stage_name[s], count[v][s]);
-	printf("; modifications %ld; unexpected %ld; errors %ld\n", mods, unexpected, errors);
+	printf("; modifications %ld", mods);
+	for (int k = 0; k < NMODS; k++)
+		if (mod[k])
+			printf(" %s %ld", mod_name[k], mod[k]);
+	printf(" (%ld messages modified); unexpected %ld; errors %ld\n", modified, unexpected, errors);
 	if (opt_keys) {
 		printf("result: messages=%ld seconds=%.4f rate=%.2f p50_ms=%.3f p99_ms=%.3f driver_cpu_us=%.1f",
 		    total, elapsed, total / elapsed, PCT(0.5), PCT(0.99), total ? cpu * 1e6 / total : 0.0);
@@ -921,7 +1184,10 @@ main(int argc, char **argv)
 				n += count[v][s];
 			printf(" %s=%ld", verdict_name[v], n);
 		}
-		printf(" unexpected=%ld errors=%ld\n", unexpected, errors);
+		printf(" modified=%ld mods=%ld", modified, mods);
+		for (int k = 0; k < NMODS; k++)
+			printf(" %s=%ld", mod_name[k], mod[k]);
+		printf(" replbody_bytes=%lld unexpected=%ld errors=%ld\n", replbody_bytes, unexpected, errors);
 	}
 	for (int i = 0; i < opt_conns; i++) {
 		free(ws[i].out);
