@@ -4,17 +4,21 @@
 # directory, no TCP, no system service), initialise it with a generated
 # startup password kept in a 0600 file, start kmsd and kmsmilter, show the
 # main job working once (an enrollment round trip: token mail into a local
-# SMTP sink, the reply through kmsmilter, the PKCS#12 back), and print the
-# line for Postfix's main.cf.
+# SMTP sink, the reply through kmsmilter, the PKCS#12 back; then a message
+# to the new user encrypted by kmsmilter and read with her key), and print
+# the line for Postfix's main.cf.
 #
 #   contrib/quickstart.sh         set up and start (again) everything
 #   contrib/quickstart.sh stop    stop the daemons and the private cluster
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
-state=$top/state
+# KMS_STATE, KMS_BUILD, KMS_MILTER_PORT, KMS_DEMO_SMTP_PORT move the state
+# directory, the build directory and the two ports (the test suite runs this
+# script in a temporary directory with an existing build).
+state=${KMS_STATE:-$top/state}
 port=${KMS_MILTER_PORT:-8891}
 sinkport=${KMS_DEMO_SMTP_PORT:-2525}
-build=$top/build
+build=${KMS_BUILD:-$top/build}
 pgdir=$state/pg
 sock=$pgdir/sock
 
@@ -170,6 +174,31 @@ openssl pkcs12 -in "$state/demo.p12" -passin "pass:$token" -clcerts -nokeys 2>/d
 	openssl verify -CAfile "$state/ca.pem" || exit 1
 echo "The PKCS#12 opened with the token; the certificate verifies to the vault's CA."
 echo "Its private key is escrowed, sealed, in the vault: kmsctl recover demo@example.org"
+
+# --- outbound encryption, once --------------------------------------------
+# A message to demo@example.org asks for encryption with the trigger header;
+# bench/milter-load plays the MTA (it applies the milter's changes as an MTA
+# would and writes the result), and demo's key from her PKCS#12 reads it.
+echo "== encryption demo: a message to demo@example.org with 'X-KMS-Encrypt: yes'"
+make -C "$build" bench/milter-load >>"$build/make.out" 2>&1 || { tail -20 "$build/make.out"; exit 1; }
+{
+	printf 'From: boss@example.org\r\nTo: demo@example.org\r\nSubject: quarterly figures\r\n'
+	printf 'X-KMS-Encrypt: yes\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n'
+	printf 'Only demo@example.org can read this.\r\n'
+} >"$state/demo-plain.eml"
+rm -f "$state/demo-encrypted.eml"
+"$build/bench/milter-load" -s "inet:$port@127.0.0.1" -n 1 -f boss@example.org \
+	-r demo@example.org -e accept -o "$state/demo-encrypted.eml" "$state/demo-plain.eml" \
+	>"$state/demo-milter-load.log" 2>&1 && [ -s "$state/demo-encrypted.eml" ] ||
+	{ cat "$state/demo-milter-load.log"; tail -5 "$state/kmsmilter.log"; exit 1; }
+grep -i -E '^(Content-Type|X-KMS-Info):' "$state/demo-encrypted.eml" | sed 's/^/   /'
+openssl pkcs12 -in "$state/demo.p12" -passin "pass:$token" -nodes -nocerts 2>/dev/null \
+	>"$state/demo.key" && chmod 600 "$state/demo.key"
+openssl cms -decrypt -in "$state/demo-encrypted.eml" -inkey "$state/demo.key" \
+	-out "$state/demo-decrypted.txt" || exit 1
+echo "decrypted with demo's key from her PKCS#12:"
+sed 's/^/   /' "$state/demo-decrypted.txt"
+rm -f "$state/demo.key"
 echo
 echo "kmsmilter is listening. Add to Postfix's main.cf:"
 echo "  smtpd_milters = inet:127.0.0.1:$port"
