@@ -14,6 +14,7 @@
 
 #include <string.h>
 
+#include <json-glib/json-glib.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
@@ -23,13 +24,21 @@
 
 #define MAX_CANDIDATES 20
 
-/* Usable certificates for $1, key preference first, then newest. */
+/* Usable certificates for $1, key preference first, then newest; every
+ * row also carries the newest signature's capabilities (signing time,
+ * algorithms as a JSON array; NULL when none): one round trip and one
+ * planning per lookup, which is most of its cost (BENCHMARKS.md). */
 static const char cert_query[] =
     "WITH pref AS (SELECT k.key_preference AS id FROM capabilities k"
     "  WHERE lower(k.address) = lower($1) AND k.key_preference IS NOT NULL"
+    "  ORDER BY k.signing_time DESC, k.id DESC LIMIT 1),"
+    " caps AS (SELECT to_char(k.signing_time AT TIME ZONE 'UTC',"
+    "   'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS t, array_to_json(k.algorithms) AS names"
+    "  FROM capabilities k WHERE lower(k.address) = lower($1)"
     "  ORDER BY k.signing_time DESC, k.id DESC LIMIT 1)"
     " SELECT c.id, c.source, c.status, c.sha256, c.der,"
-    "  COALESCE(c.id = (SELECT id FROM pref), false)"
+    "  COALESCE(c.id = (SELECT id FROM pref), false) AS preferred,"
+    "  (SELECT t FROM caps), (SELECT names FROM caps)"
     " FROM certificates c"
     " WHERE c.id IN (SELECT a.certificate_id FROM certificate_addresses a"
     "   WHERE lower(a.address) = lower($1) UNION SELECT id FROM pref)"
@@ -38,17 +47,7 @@ static const char cert_query[] =
     "  AND ((c.source = 'issued' AND c.status = 'valid' AND c.usage IN ('encryption', 'both'))"
     "   OR (c.source = 'harvested' AND (c.status = 'trusted'"
     "    OR ($2::boolean AND c.status = 'untrusted-chain'))))"
-    " ORDER BY 6 DESC, c.not_before DESC, c.id DESC LIMIT " G_STRINGIFY(MAX_CANDIDATES);
-
-/* The newest signature's capabilities, one row per name in order (one
- * row with a NULL name when there are none). */
-static const char caps_query[] =
-    "SELECT to_char(k.signing_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-    "  k.algorithms IS NULL, n.name"
-    " FROM (SELECT signing_time, algorithms FROM capabilities"
-    "  WHERE lower(address) = lower($1) ORDER BY signing_time DESC, id DESC LIMIT 1) k"
-    " LEFT JOIN LATERAL unnest(k.algorithms) WITH ORDINALITY AS n(name, i) ON true"
-    " ORDER BY n.i";
+    " ORDER BY preferred DESC, c.not_before DESC, c.id DESC LIMIT " G_STRINGIFY(MAX_CANDIDATES);
 
 /* Key kind of X when it can receive an encrypted key, else FALSE. */
 static gboolean
@@ -77,28 +76,139 @@ encryption_key(X509 *x, KmsNegotiateKeyKind *kind)
 	}
 }
 
+/* Capabilities from row ROW of the certificate query (columns 6, 7). */
 static gboolean
-load_capabilities(PGconn *c, KmsRecipient *rc, GError **err)
+set_capabilities(const PGresult *r, int row, KmsRecipient *rc, GError **err)
 {
-	KmsDbParams p = KMS_DB_PARAMS_INIT;
-	g_autoptr(PGresult) r = NULL;
-	GPtrArray *names;
+	const char *t = kms_db_get_text(r, row, 6), *names = kms_db_get_text(r, row, 7);
+	g_autoptr(JsonParser) p = NULL;
+	g_autoptr(GError) e = NULL;
+	JsonNode *root;
+	JsonArray *a;
+	GPtrArray *v;
 
-	kms_db_param_text(&p, rc->address);
-	if ((r = kms_db_run(c, caps_query, &p, err)) == NULL)
-		return FALSE;
-	if (PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, 1), "t") == 0) {
+	if (t == NULL || names == NULL) {
 		rc->capabilities_source = g_strdup("none");
 		return TRUE;
 	}
-	names = g_ptr_array_new();
-	for (int i = 0; i < PQntuples(r); i++)
-		if (kms_db_get_text(r, i, 2))
-			g_ptr_array_add(names, g_strdup(PQgetvalue(r, i, 2)));
-	g_ptr_array_add(names, NULL);
-	rc->capabilities = (char **)g_ptr_array_free(names, FALSE);
-	rc->capabilities_source = g_strdup_printf("harvested %s", PQgetvalue(r, 0, 0));
+	p = json_parser_new();
+	if (!json_parser_load_from_data(p, names, -1, &e) ||
+	    (root = json_parser_get_root(p)) == NULL || !JSON_NODE_HOLDS_ARRAY(root)) {
+		g_set_error(err, KMS_DB_ERROR, KMS_DB_ERROR_QUERY,
+		    "capabilities of %s: unexpected value from the vault", rc->address);
+		return FALSE;
+	}
+	a = json_node_get_array(root);
+	v = g_ptr_array_new();
+	for (guint i = 0; i < json_array_get_length(a); i++) {
+		JsonNode *n = json_array_get_element(a, i);
+
+		/* a NULL element names nothing, as with unnest() before */
+		if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING)
+			g_ptr_array_add(v, g_strdup(json_node_get_string(n)));
+	}
+	g_ptr_array_add(v, NULL);
+	rc->capabilities = (char **)g_ptr_array_free(v, FALSE);
+	rc->capabilities_source = g_strdup_printf("harvested %s", t);
 	return TRUE;
+}
+
+/* The connections (and their server process) on which cert_query is a
+ * prepared statement: parsing and planning it each time cost more than
+ * running it (BENCHMARKS.md, "Outbound decision latency"). */
+#define CERT_STATEMENT "kms_recipient_cert"
+static GMutex prepared_lock;
+static GHashTable *prepared;	/* PGconn * -> backend pid */
+
+static gboolean
+is_prepared(PGconn *c)
+{
+	gboolean yes;
+
+	g_mutex_lock(&prepared_lock);
+	yes = prepared && GPOINTER_TO_INT(g_hash_table_lookup(prepared, c)) == PQbackendPID(c);
+	g_mutex_unlock(&prepared_lock);
+	return yes;
+}
+
+static void
+set_prepared(PGconn *c, gboolean yes)
+{
+	g_mutex_lock(&prepared_lock);
+	if (prepared == NULL)
+		prepared = g_hash_table_new(NULL, NULL);
+	if (yes)
+		g_hash_table_insert(prepared, c, GINT_TO_POINTER(PQbackendPID(c)));
+	else
+		g_hash_table_remove(prepared, c);
+	g_mutex_unlock(&prepared_lock);
+}
+
+/* cert_query with P: as a prepared statement (prepared on first use on
+ * C), else, when that fails for any reason, through kms_db_run(), which
+ * also reports errors. */
+static PGresult *
+run_cert_query(PGconn *c, KmsDbParams *p, GError **err)
+{
+	PGresult *r;
+
+	if (!is_prepared(c) && PQtransactionStatus(c) == PQTRANS_IDLE) {
+		r = PQprepare(c, CERT_STATEMENT, cert_query, 2, NULL);
+		if (r && PQresultStatus(r) == PGRES_COMMAND_OK)
+			set_prepared(c, TRUE);
+		PQclear(r);
+	}
+	if (is_prepared(c)) {
+		r = PQexecPrepared(c, CERT_STATEMENT, p->n, p->values, p->lengths, p->formats, 0);
+		if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+			kms_db_params_clear(p);
+			return r;
+		}
+		/* gone (DEALLOCATE, another server process): prepare again next time */
+		PQclear(r);
+		set_prepared(c, FALSE);
+	}
+	return kms_db_run(c, cert_query, p, err);
+}
+
+/*
+ * Parsed certificates by the SHA-256 of their DER, computed here: parsing
+ * costs about 115 us with OpenSSL 3.0 and the same few certificates come
+ * back message after message. A certificate's bytes never change, so the
+ * cache cannot go stale; whether it may be used (revocation, validity,
+ * status) is asked of the vault on every lookup. Bounded: emptied when
+ * full.
+ */
+#define PARSE_CACHE_MAX 4096
+static GMutex parse_lock;
+static GHashTable *parsed;	/* hex SHA-256 of the DER -> X509 * */
+
+static X509 *
+parse_cached(GBytes *der)
+{
+	g_autofree char *key = g_compute_checksum_for_bytes(G_CHECKSUM_SHA256, der);
+	X509 *x;
+
+	g_mutex_lock(&parse_lock);
+	if (parsed == NULL)
+		parsed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+		    (GDestroyNotify)X509_free);
+	x = g_hash_table_lookup(parsed, key);
+	if (x != NULL)
+		X509_up_ref(x);
+	g_mutex_unlock(&parse_lock);
+	if (x != NULL)
+		return x;
+	x = kms_x509_from_der(g_bytes_get_data(der, NULL), g_bytes_get_size(der));
+	if (x == NULL)
+		return NULL;
+	g_mutex_lock(&parse_lock);
+	if (g_hash_table_size(parsed) >= PARSE_CACHE_MAX)
+		g_hash_table_remove_all(parsed);
+	if (!g_hash_table_contains(parsed, key) && X509_up_ref(x))
+		g_hash_table_insert(parsed, g_steal_pointer(&key), x);
+	g_mutex_unlock(&parse_lock);
+	return x;
 }
 
 gboolean
@@ -112,12 +222,11 @@ kms_recipient_lookup(PGconn *c, const char *address, gboolean allow_untrusted,
 	*out = NULL;
 	kms_db_param_text(&p, address);
 	kms_db_param_text(&p, allow_untrusted ? "true" : "false");
-	if ((r = kms_db_run(c, cert_query, &p, err)) == NULL)
+	if ((r = run_cert_query(c, &p, err)) == NULL)
 		return FALSE;
 	for (int i = 0; i < PQntuples(r) && rc == NULL; i++) {
 		g_autoptr(GBytes) der = kms_db_get_bytes(r, i, 4);
-		X509 *x = der ? kms_x509_from_der(g_bytes_get_data(der, NULL), g_bytes_get_size(der)) :
-		    NULL;
+		X509 *x = der ? parse_cached(der) : NULL;
 		KmsNegotiateKeyKind kind;
 
 		if (x == NULL || !encryption_key(x, &kind)) {
@@ -133,11 +242,11 @@ kms_recipient_lookup(PGconn *c, const char *address, gboolean allow_untrusted,
 		rc->sha256 = g_strdup(PQgetvalue(r, i, 3));
 		rc->key_preference = strcmp(PQgetvalue(r, i, 5), "t") == 0;
 		rc->key_kind = kind;
+		if (!set_capabilities(r, i, rc, err))
+			return FALSE;
 	}
 	if (rc == NULL)
 		return TRUE;
-	if (!load_capabilities(c, rc, err))
-		return FALSE;
 	*out = g_steal_pointer(&rc);
 	return TRUE;
 }
