@@ -133,6 +133,13 @@ static const KmsConfigKey kms_schema[] = {
 	{"policy", "mixed", KMS_CT_ENUM, "plain", 0, 0, "split|plain|reject",
 	 "if-possible with some recipients lacking a certificate: split, send all in clear, or reject"},
 
+	{"admin", "name", KMS_CT_STRING, NULL, 0, 0, NULL,
+	 "administrator kmsctl acts as when neither --admin nor KMS_ADMIN names one"},
+	{"admin", "password_file", KMS_CT_PATH, NULL, 0, 0, NULL,
+	 "file holding that administrator's passphrase (one line)"},
+	{"admin", "approval_ttl", KMS_CT_DURATION, "24h", 1, 30 * 86400, NULL,
+	 "how long a request waits for its approvals before it expires"},
+
 	{"log", "facility", KMS_CT_ENUM, "mail", 0, 0,
 	 "mail|daemon|user|local0|local1|local2|local3|local4|local5|local6|local7",
 	 "syslog facility"},

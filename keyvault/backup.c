@@ -44,7 +44,8 @@ G_DEFINE_QUARK(kms-backup-error-quark, kms_backup_error)
 static const char *const tables[] = {
 	"schema_version", "vault_seal", "vault_shares", "ca", "users", "tokens", "certificates",
 	"certificate_addresses", "capabilities", "escrowed_keys", "revocations",
-	"trust_list", "policy", "requests", "admins", "audit", "queue_key",
+	"trust_list", "policy", "requests", "admins", "approvals", "approval_policy", "audit",
+	"queue_key", "transport_keys", "imported_bundles",
 };
 static const char *const skipped_tables[] = { "workers", "unseal_sessions", "unseal_shares" };
 

@@ -17,6 +17,7 @@
 #include <openssl/x509.h>
 
 #include "common/log.h"
+#include "keyvault/adminwork.h"
 #include "keyvault/audit.h"
 #include "keyvault/certstore.h"
 #include "keyvault/db.h"
@@ -493,7 +494,8 @@ kms_work_enroll(KmsWorker *w, gint64 id, const char *kind, const char *payload,
 		 * not while the mail is being sent) */
 		ok = send_p12(&j, TRUE, 1, 1, err) && audit_issued(&j, err);
 	} else
-		ok = do_recover(&j, err);
+		ok = kms_work_recover_allowed(w, id, json_object_get_int_member_with_default(
+		    json_node_get_object(root), "token_id", 0), err) && do_recover(&j, err);
 out:
 	if (!ok)
 		kms_db_exec(j.db, "ROLLBACK TO SAVEPOINT kms_issue", NULL, NULL);

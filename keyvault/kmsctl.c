@@ -100,6 +100,12 @@ kmsctl_connect(KmsCtl *ctl)
 	v = kms_vault_connect(kms_config_get(ctl->cfg, "vault", "dsn"), "kmsctl", &e);
 	if (v == NULL)
 		kmsctl_fail_error(e);
+	else if (!ctl->skip_admin) {
+		KmsAdmin *a;
+
+		if (!kmsctl_admin(ctl, v, FALSE, &a))
+			v = kms_vault_close(v);
+	}
 	return v;
 }
 
@@ -136,8 +142,13 @@ static int
 cmd_init(KmsCtl *ctl, int argc, char **argv)
 {
 	g_autofree char *pwfile = NULL, *csr_out = NULL, *share_dir = NULL;
+	g_autofree char *admin = NULL, *admin_pw = NULL;
 	int nshares = 0, threshold = 0;
 	const GOptionEntry entries[] = {
+		{"admin", 0, 0, G_OPTION_ARG_STRING, &admin,
+		 "create the first administrator, NAME", "NAME"},
+		{"admin-password-file", 0, 0, G_OPTION_ARG_FILENAME, &admin_pw,
+		 "file holding that administrator's passphrase (else prompt)", "FILE"},
 		{"password-file", 0, 0, G_OPTION_ARG_FILENAME, &pwfile,
 		 "file holding the new startup password (else prompt; with --shares: none"
 		 " unless given)", "FILE"},
@@ -177,6 +188,7 @@ cmd_init(KmsCtl *ctl, int argc, char **argv)
 	}
 	if (kmsctl_config(ctl) == NULL)
 		return KMSCTL_FAIL;
+	ctl->skip_admin = TRUE;
 	if (!kms_key_type_parse(kms_config_get(ctl->cfg, "ca", "key_type"), &kt))
 		return kmsctl_fail("[ca] key_type: unsupported");
 	subject = kms_config_get(ctl->cfg, "ca", "subject");
@@ -223,7 +235,9 @@ cmd_init(KmsCtl *ctl, int argc, char **argv)
 	} else if (!kms_vault_ca_create_root(v, kt, subject,
 	    (int)kms_config_get_int(ctl->cfg, "ca", "ca_days"), &e))
 		goto failed;
-	if (!kms_queue_key_create(v, &e))
+	if (!kms_queue_key_create(v, &e) ||
+	    !kmsctl_init_admins(ctl, v, admin ? admin : ctl->admin_name,
+		admin_pw ? admin_pw : ctl->admin_password_file, &e))
 		goto failed;
 	if (nshares && ((shares = kms_vault_shares_create(v, (guint)nshares, (guint)threshold,
 	    &e)) == NULL || (share_dir && !kmsctl_write_share_files(shares, share_dir, &e))))
@@ -252,6 +266,8 @@ cmd_init(KmsCtl *ctl, int argc, char **argv)
 	}
 
 	printf("vault created in database %s (schema version %d)\n", PQdb(db), KMS_SCHEMA_VERSION);
+	if (admin || ctl->admin_name)
+		printf("first administrator: %s\n", admin ? admin : ctl->admin_name);
 	if (csr_out)
 		printf("subordinate CA request written to %s; have it signed, then run"
 		    " kmsctl ca install CERT [CHAIN]\n", csr_out);
@@ -347,7 +363,15 @@ static const struct {
 	{"ctl", kmsctl_cmd_ctl, "certificate trust list: external roots for harvested chains"},
 	{"policy", kmsctl_cmd_policy, "show or set the encryption policy per domain and user"},
 	{"negotiate", kmsctl_cmd_negotiate, "how a message to given recipients would be encrypted"},
+	{"admin", kmsctl_cmd_admin, "add, remove and list administrators; change your passphrase"},
+	{"requests", kmsctl_cmd_requests, "requests waiting for administrators' approvals"},
+	{"approve", kmsctl_cmd_approve, "approve a request waiting for approvals"},
+	{"reject", kmsctl_cmd_reject, "reject a request waiting for approvals"},
 	{"audit", kmsctl_cmd_audit, "list the audit log or verify its hash chain and MACs"},
+	{"transport-cert", kmsctl_cmd_transport_cert,
+	 "this vault's transport certificate, which other vaults export to"},
+	{"export", kmsctl_cmd_export, "move users and their key history to another vault"},
+	{"import", kmsctl_cmd_import, "import users and key history another vault exported"},
 	{"backup", kmsctl_cmd_backup, "write an encrypted, consistent snapshot of the vault"},
 	{"restore", kmsctl_cmd_restore, "create the vault in an empty database from a backup"},
 };
@@ -355,9 +379,10 @@ static const struct {
 static void
 usage(FILE *out)
 {
-	fprintf(out, "usage: kmsctl [-c FILE] COMMAND [options] [arguments]\n\ncommands:\n");
+	fprintf(out, "usage: kmsctl [-c FILE] [--admin NAME [--admin-password-file F]] COMMAND"
+	    " [options] [arguments]\n\ncommands:\n");
 	for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
-		fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);
+		fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].help);
 	fprintf(out, "\n'kmsctl COMMAND --help' describes each; see kmsctl(8).\n");
 }
 
@@ -381,6 +406,19 @@ main(int argc, char **argv)
 		} else if (g_str_has_prefix(argv[i], "--config=")) {
 			g_free(ctl.config_path);
 			ctl.config_path = g_strdup(argv[i] + strlen("--config="));
+		} else if (strcmp(argv[i], "--admin") == 0 && i + 1 < argc) {
+			g_free(ctl.admin_name);
+			ctl.admin_name = g_strdup(argv[++i]);
+		} else if (g_str_has_prefix(argv[i], "--admin=")) {
+			g_free(ctl.admin_name);
+			ctl.admin_name = g_strdup(argv[i] + strlen("--admin="));
+		} else if (strcmp(argv[i], "--admin-password-file") == 0 && i + 1 < argc) {
+			g_free(ctl.admin_password_file);
+	kms_admin_free(ctl.admin);
+			ctl.admin_password_file = g_strdup(argv[++i]);
+		} else if (g_str_has_prefix(argv[i], "--admin-password-file=")) {
+			g_free(ctl.admin_password_file);
+			ctl.admin_password_file = g_strdup(argv[i] + strlen("--admin-password-file="));
 		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
 			return KMSCTL_OK;
@@ -410,5 +448,7 @@ main(int argc, char **argv)
 	}
 	kms_config_free(ctl.cfg);
 	g_free(ctl.config_path);
+	g_free(ctl.admin_name);
+	g_free(ctl.admin_password_file);
 	return rc;
 }

@@ -15,6 +15,7 @@
 #include <json-glib/json-glib.h>
 
 #include "common/config.h"
+#include "keyvault/admin.h"
 #include "keyvault/vault.h"
 
 enum { KMSCTL_OK = 0, KMSCTL_FAIL = 1, KMSCTL_USAGE = 2 };
@@ -22,6 +23,10 @@ enum { KMSCTL_OK = 0, KMSCTL_FAIL = 1, KMSCTL_USAGE = 2 };
 typedef struct {
 	char *config_path;	/* -c, or the default */
 	KmsConfig *cfg;		/* loaded on demand by kmsctl_config() */
+	char *admin_name;	/* global --admin */
+	char *admin_password_file;	/* global --admin-password-file */
+	KmsAdmin *admin;	/* opened by kmsctl_admin() (owned) */
+	gboolean skip_admin;	/* init, restore: no administrator to open yet */
 } KmsCtl;
 
 typedef int (*KmsCtlCommand)(KmsCtl *ctl, int argc, char **argv);
@@ -33,7 +38,9 @@ int kmsctl_parse(KmsCtl *ctl, int *argc, char ***argv, const GOptionEntry *entri
 
 /* Load the configuration once; prints the error and returns NULL. */
 KmsConfig *kmsctl_config(KmsCtl *ctl);
-/* Connect to the administrator's DSN; prints the error and returns NULL. */
+/* Connect to the administrator's DSN; prints the error and returns NULL.
+ * When an administrator is named (kmsctl_admin), it is opened here too:
+ * a wrong passphrase fails every command. */
 KmsVault *kmsctl_connect(KmsCtl *ctl);
 /* Read the startup password from FILE or a prompt and unseal V. */
 gboolean kmsctl_unseal(KmsCtl *ctl, KmsVault *v, const char *password_file);
@@ -68,7 +75,26 @@ int kmsctl_cmd_audit(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_audit.c */
 /* Append one audit entry (audit.h) in its own transaction on V's idle
  * connection; a failure is a warning on stderr (returns FALSE). */
 gboolean kmsctl_audit_alone(KmsVault *v, const char *action, JsonObject *detail);
+/* kmsctl_admin.c: the administrator this command acts as (--admin, then
+ * KMS_ADMIN, then [admin] name), opened with its passphrase; *OUT NULL
+ * when none is named and REQUIRED is FALSE. Prints the error. The audit
+ * actor becomes "admin NAME". *OUT is borrowed (CTL keeps it). */
+gboolean kmsctl_admin(KmsCtl *ctl, KmsVault *v, gboolean required, KmsAdmin **out);
+int kmsctl_cmd_admin(KmsCtl *ctl, int argc, char **argv);
+int kmsctl_cmd_requests(KmsCtl *ctl, int argc, char **argv);
+int kmsctl_cmd_approve(KmsCtl *ctl, int argc, char **argv);
+int kmsctl_cmd_reject(KmsCtl *ctl, int argc, char **argv);
+int kmsctl_cmd_approvals(KmsCtl *ctl, int argc, char **argv);	/* policy approvals */
+/* kmsctl recover when the approval policy gates it: an approval request
+ * per address ("Request: ID"); -1 when recovery is not gated. */
+int kmsctl_recover_gated(KmsCtl *ctl, int argc, char **argv);
+/* init: the approval policy row and, with NAME, the first administrator. */
+gboolean kmsctl_init_admins(KmsCtl *ctl, KmsVault *v, const char *name, const char *pwfile,
+    GError **err);
 int kmsctl_cmd_backup(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_backup.c */
+int kmsctl_cmd_transport_cert(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_export.c */
+int kmsctl_cmd_export(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_export.c */
+int kmsctl_cmd_import(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_export.c */
 int kmsctl_cmd_restore(KmsCtl *ctl, int argc, char **argv);	/* kmsctl_backup.c */
 
 #endif

@@ -152,6 +152,7 @@ kmsctl_cmd_restore(KmsCtl *ctl, int argc, char **argv)
 	}
 	if ((f = fopen(argv[1], "rb")) == NULL)
 		return kmsctl_fail("cannot open %s: %s", argv[1], g_strerror(errno));
+	ctl->skip_admin = TRUE;	/* the database is empty */
 	if ((v = kmsctl_connect(ctl)) == NULL) {
 		fclose(f);
 		return KMSCTL_FAIL;

@@ -283,5 +283,7 @@ kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv)
 int
 kmsctl_cmd_recover(KmsCtl *ctl, int argc, char **argv)
 {
-	return run(ctl, argc, argv, "recover");
+	int rc = kmsctl_recover_gated(ctl, argc, argv);
+
+	return rc >= 0 ? rc : run(ctl, argc, argv, "recover");
 }

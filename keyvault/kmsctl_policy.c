@@ -283,9 +283,12 @@ kmsctl_cmd_policy(KmsCtl *ctl, int argc, char **argv)
 		return policy_change(ctl, argc - 1, argv + 1, FALSE);
 	if (argc >= 2 && strcmp(argv[1], "unset") == 0)
 		return policy_change(ctl, argc - 1, argv + 1, TRUE);
+	if (argc >= 2 && strcmp(argv[1], "approvals") == 0)
+		return kmsctl_cmd_approvals(ctl, argc - 1, argv + 1);
 	fprintf(stderr, "usage: kmsctl policy show [--domain D | --user ADDR] [--json]\n"
 	    "       kmsctl policy set --domain D | --user ADDR KEY=VALUE ...\n"
-	    "       kmsctl policy unset --domain D | --user ADDR KEY ...\n");
+	    "       kmsctl policy unset --domain D | --user ADDR KEY ...\n"
+	    "       kmsctl policy approvals show [--json] | set OPERATION=COUNT ...\n");
 	return KMSCTL_USAGE;
 }
 

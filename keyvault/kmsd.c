@@ -39,8 +39,10 @@
 #include "common/daemon.h"
 #include "common/log.h"
 #include "common/secret.h"
+#include "keyvault/adminwork.h"
 #include "keyvault/audit.h"
 #include "keyvault/crlpub.h"
+#include "keyvault/export.h"
 #include "keyvault/queuekey.h"
 #include "keyvault/shamir.h"
 #include "keyvault/vault.h"
@@ -110,6 +112,7 @@ drain_queue(Kmsd *k)
 {
 	gboolean did = TRUE;
 
+	kms_worker_approvals(&k->worker);
 	for (int n = 0; did && n < 1000; n++) {
 		g_autoptr(GError) e = NULL;
 
@@ -575,6 +578,12 @@ run(Kmsd *k, const char *config_path, gboolean foreground)
 	}
 	heartbeat(k);
 	kms_info("vault unsealed (schema version %d); worker %s ready", version, k->worker_id);
+	/* the transport key pair other vaults export to (export.h); after
+	 * "ready": an RSA-3072 key takes a while the first time */
+	if (!kms_transport_ensure(k->vault, &e)) {
+		kms_warn("cannot make the transport key pair: %s", e->message);
+		g_clear_error(&e);
+	}
 
 	if (set == NULL) {	/* (the shares path installed them before waiting) */
 		g_unix_signal_add(SIGTERM, on_stop, k);

@@ -117,7 +117,8 @@ run_script(PGconn *db, const char *name, GError **err)
 gboolean
 kms_vault_apply_schema(PGconn *db, GError **err)
 {
-	return run_script(db, "001_initial.sql", err) && run_script(db, "roles.sql", err);
+	return run_script(db, "001_initial.sql", err) && run_script(db, "002_admins.sql", err) &&
+	    run_script(db, "roles.sql", err);
 }
 
 static const KmsSealContext wrap_ctx_template = {"vault_seal", "wrapped_key", 1, 0};

@@ -38,7 +38,7 @@ typedef enum {
 } KmsVaultErrorCode;
 
 /* The schema version this program writes and understands. */
-#define KMS_SCHEMA_VERSION 1
+#define KMS_SCHEMA_VERSION 2
 
 typedef struct kms_vault KmsVault;
 

@@ -11,8 +11,10 @@
 
 #include "common/log.h"
 #include "common/template.h"
+#include "keyvault/adminwork.h"
 #include "keyvault/db.h"
 #include "keyvault/crlpub.h"
+#include "keyvault/export.h"
 #include "keyvault/issue.h"
 #include "keyvault/mailtemplates.h"
 #include "keyvault/queuekey.h"
@@ -108,12 +110,23 @@ static gboolean
 do_request(KmsWorker *w, gint64 id, const char *kind, const char *payload, gint64 user_id,
     const char *address, GError **err)
 {
+	/* export and import run only when approved (adminwork.h) */
+	if ((strcmp(kind, "export") == 0 || strcmp(kind, "import") == 0) &&
+	    !kms_work_authorize(w, id, kind, err))
+		return FALSE;
 	if (strcmp(kind, "mail") == 0)
 		return do_mail(w, id, payload, address, err);
 	if (strcmp(kind, "enroll") == 0 || strcmp(kind, "recover") == 0)
 		return kms_work_enroll(w, id, kind, payload, user_id, address, err);
 	if (strcmp(kind, "crl") == 0)
 		return kms_work_crl(w, id, err);
+	if (strcmp(kind, "export") == 0)
+		return kms_work_export(w, id, payload, err);
+	if (strcmp(kind, "import") == 0)
+		return kms_work_import(w, id, payload, err);
+	if (strcmp(kind, "recover-start") == 0 || g_str_has_prefix(kind, "admin-") ||
+	    strcmp(kind, "approvals-set") == 0)
+		return kms_work_admin(w, id, kind, payload, err);
 	g_set_error(err, KMS_DB_ERROR, KMS_DB_ERROR_QUERY, "unknown request kind %s", kind);
 	return FALSE;
 }

@@ -42,8 +42,8 @@ GRANT SELECT (id, hash), INSERT ON audit TO kms_milter;
 
 -- kmsd: everything it needs to run the CA and escrow keys.
 GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO kms_service;
-GRANT DELETE ON workers, escrowed_keys, certificate_addresses, unseal_sessions, unseal_shares
-	TO kms_service;
+GRANT DELETE ON workers, escrowed_keys, certificate_addresses, unseal_sessions, unseal_shares,
+	admins TO kms_service;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO kms_service;
 
 -- administrators (kmsctl when connecting as kms_admin)

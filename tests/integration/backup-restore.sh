@@ -68,7 +68,7 @@ crl_at_least() { [ "$(crlnum)" -ge "$1" ]; }
 hexof() { od -An -v -tx1 "$@" | tr -d ' \n'; }
 serial_of() { openssl x509 -in "$1" -noout -serial | sed 's/^serial=//'; }
 relations() { psql_kms "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'"; }
-TABLES="schema_version vault_seal vault_shares ca users tokens certificates certificate_addresses capabilities escrowed_keys revocations trust_list policy requests admins audit queue_key"
+TABLES="schema_version vault_seal vault_shares ca users tokens certificates certificate_addresses capabilities escrowed_keys revocations trust_list policy requests admins approvals approval_policy audit queue_key transport_keys imported_bundles"
 # fingerprint: every row of every backed-up table, as text, in a stable order
 fingerprint() {
 	for t in $TABLES; do
@@ -111,7 +111,7 @@ MAXCERT=$(psql_kms "SELECT max(id) FROM certificates")
 # --- backup ------------------------------------------------------------------------
 expect_exit 2 "kmsctl backup without --out is a usage error" "$KMSCTL" -c "$CONF" backup --password-file "$T/bpw"
 check "kmsctl backup --out F --password-file K (kmsd running)" "$KMSCTL" -c "$CONF" backup --out "$T/vault.bak" --password-file "$T/bpw"
-like "$T/out" "^backup of database kms written to .*vault.bak: 1[67] tables, [0-9]+ rows" "it reports what it wrote"
+like "$T/out" "^backup of database kms written to .*vault.bak: 2[01] tables, [0-9]+ rows" "it reports what it wrote"
 fingerprint >"$T/fp-before"
 is "$(stat -c %a "$T/vault.bak")" 600 "the backup file is mode 0600"
 is "$(head -c 10 "$T/vault.bak")" KMSBACKUP1 "it starts with the KMSBACKUP1 header"
@@ -179,7 +179,7 @@ is "$(psql_kms "SELECT length(value) FROM policy WHERE name = 'padding.invalid'"
 
 # --- restore -----------------------------------------------------------------------
 check "kmsctl restore F --password-file K" "$KMSCTL" -c "$CONF" restore "$T/vault.bak" --password-file "$T/bpw"
-like "$T/out" "^database kms restored from .*vault.bak \(backup of [0-9-]+T[0-9:]+Z\): 1[67] tables" "it reports the restore"
+like "$T/out" "^database kms restored from .*vault.bak \(backup of [0-9-]+T[0-9:]+Z\): 2[01] tables" "it reports the restore"
 fingerprint >"$T/fp-after"
 check "every table holds the same rows as before the backup" cmp "$T/fp-before" "$T/fp-after"
 cmp -s "$T/fp-before" "$T/fp-after" || diag "$(diff "$T/fp-before" "$T/fp-after")"

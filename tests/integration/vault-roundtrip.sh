@@ -22,9 +22,9 @@ one_line "$T/err" "the refusal is one line"
 check "kmsctl status answers" "$KMSCTL" -c "$CONF" status
 like "$T/out" "^kmsd: +0 live workers" "status shows no kmsd"
 check "kmsctl status --json answers" "$KMSCTL" -c "$CONF" status --json
-check "status JSON parses, schema 1, 0 workers, CA active" python3 -c '
+check "status JSON parses, schema 2, 0 workers, CA active" python3 -c '
 import json,sys; d=json.load(open(sys.argv[1]))
-assert d["vault"]=="ok" and d["schema_version"]==1 and d["workers"]==0, d
+assert d["vault"]=="ok" and d["schema_version"]==2 and d["workers"]==0, d
 assert d["queue"]["depth"]==0 and d["queue"]["oldest_age_seconds"] is None, d
 assert d["ca"]["status"]=="active" and d["ca"]["days_left"]>3600, d' "$T/out"
 
