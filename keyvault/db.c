@@ -147,6 +147,64 @@ kms_db_run(PGconn *c, const char *sql, KmsDbParams *p, GError **err)
 	return NULL;
 }
 
+static GMutex prepared_lock;
+static GHashTable *prepared;	/* "PGconn pointer/name" -> backend pid */
+
+static gboolean
+is_prepared(PGconn *c, const char *name)
+{
+	g_autofree char *key = g_strdup_printf("%p/%s", (void *)c, name);
+	gboolean yes;
+
+	g_mutex_lock(&prepared_lock);
+	yes = prepared && GPOINTER_TO_INT(g_hash_table_lookup(prepared, key)) == PQbackendPID(c);
+	g_mutex_unlock(&prepared_lock);
+	return yes;
+}
+
+static void
+set_prepared(PGconn *c, const char *name, gboolean yes)
+{
+	char *key = g_strdup_printf("%p/%s", (void *)c, name);
+
+	g_mutex_lock(&prepared_lock);
+	if (prepared == NULL)
+		prepared = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	if (yes)
+		g_hash_table_insert(prepared, key, GINT_TO_POINTER(PQbackendPID(c)));
+	else {
+		g_hash_table_remove(prepared, key);
+		g_free(key);
+	}
+	g_mutex_unlock(&prepared_lock);
+}
+
+PGresult *
+kms_db_run_prepared(PGconn *c, const char *name, const char *sql, KmsDbParams *p, GError **err)
+{
+	PGresult *r;
+
+	if (!is_prepared(c, name) && PQtransactionStatus(c) == PQTRANS_IDLE) {
+		r = PQprepare(c, name, sql, 0, NULL);
+		if (r && PQresultStatus(r) == PGRES_COMMAND_OK)
+			set_prepared(c, name, TRUE);
+		PQclear(r);
+	}
+	if (is_prepared(c, name)) {
+		r = PQexecPrepared(c, name, p ? p->n : 0, p ? p->values : NULL, p ? p->lengths : NULL,
+		    p ? p->formats : NULL, 0);
+		if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+			if (p)
+				kms_db_params_clear(p);
+			return r;
+		}
+		/* gone (DEALLOCATE, another server process): prepare again next time */
+		PQclear(r);
+		set_prepared(c, name, FALSE);
+	}
+	return kms_db_run(c, sql, p, err);
+}
+
 gboolean
 kms_db_exec(PGconn *c, const char *sql, KmsDbParams *p, GError **err)
 {

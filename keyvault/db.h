@@ -53,6 +53,15 @@ PGconn *kms_db_connect(const char *dsn, const char *app, GError **err);
 PGresult *kms_db_run(PGconn *c, const char *sql, KmsDbParams *p, GError **err);
 /* Same, for statements whose result is not needed. */
 gboolean kms_db_exec(PGconn *c, const char *sql, KmsDbParams *p, GError **err);
+/* kms_db_run() of a SELECT that runs on every message: prepared as NAME on
+ * first use on C (outside a transaction), then run with PQexecPrepared, so
+ * the server parses and plans it once per connection. Which connections
+ * (and server processes: a reconnect prepares again) hold which
+ * statement is remembered under a mutex, so pooled connections may be
+ * used from any thread. Any failure of the prepared path falls back to
+ * kms_db_run(), which reports errors. NAME is constant and unique per SQL. */
+PGresult *kms_db_run_prepared(PGconn *c, const char *name, const char *sql, KmsDbParams *p,
+    GError **err);
 
 /* Run a constant multi-statement script (schema files) with PQexec.
  * Never pass text that contains a value from outside the program. */

@@ -276,7 +276,7 @@ kms_policy_resolve(PGconn *c, const KmsConfig *cfg, const char *domain, const ch
 		kms_db_param_text(&q, p->domain);
 		kms_db_param_text(&q, p->address);
 		/* domain rows first, so the user's win */
-		r = kms_db_run(c, "SELECT scope, name, key, value FROM policy"
+		r = kms_db_run_prepared(c, "kms_policy_rows", "SELECT scope, name, key, value FROM policy"
 		    " WHERE (scope = 'domain' AND name = $1) OR (scope = 'user' AND name = $2::text)"
 		    " ORDER BY scope = 'user', key", &q, err);
 		if (r == NULL)

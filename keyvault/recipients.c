@@ -113,62 +113,13 @@ set_capabilities(const PGresult *r, int row, KmsRecipient *rc, GError **err)
 	return TRUE;
 }
 
-/* The connections (and their server process) on which cert_query is a
- * prepared statement: parsing and planning it each time cost more than
- * running it (BENCHMARKS.md, "Outbound decision latency"). */
-#define CERT_STATEMENT "kms_recipient_cert"
-static GMutex prepared_lock;
-static GHashTable *prepared;	/* PGconn * -> backend pid */
-
-static gboolean
-is_prepared(PGconn *c)
-{
-	gboolean yes;
-
-	g_mutex_lock(&prepared_lock);
-	yes = prepared && GPOINTER_TO_INT(g_hash_table_lookup(prepared, c)) == PQbackendPID(c);
-	g_mutex_unlock(&prepared_lock);
-	return yes;
-}
-
-static void
-set_prepared(PGconn *c, gboolean yes)
-{
-	g_mutex_lock(&prepared_lock);
-	if (prepared == NULL)
-		prepared = g_hash_table_new(NULL, NULL);
-	if (yes)
-		g_hash_table_insert(prepared, c, GINT_TO_POINTER(PQbackendPID(c)));
-	else
-		g_hash_table_remove(prepared, c);
-	g_mutex_unlock(&prepared_lock);
-}
-
-/* cert_query with P: as a prepared statement (prepared on first use on
- * C), else, when that fails for any reason, through kms_db_run(), which
- * also reports errors. */
+/* cert_query runs on every message: a prepared statement (db.h); parsing
+ * and planning it each time cost more than running it (BENCHMARKS.md,
+ * "Outbound decision latency"). */
 static PGresult *
 run_cert_query(PGconn *c, KmsDbParams *p, GError **err)
 {
-	PGresult *r;
-
-	if (!is_prepared(c) && PQtransactionStatus(c) == PQTRANS_IDLE) {
-		r = PQprepare(c, CERT_STATEMENT, cert_query, 2, NULL);
-		if (r && PQresultStatus(r) == PGRES_COMMAND_OK)
-			set_prepared(c, TRUE);
-		PQclear(r);
-	}
-	if (is_prepared(c)) {
-		r = PQexecPrepared(c, CERT_STATEMENT, p->n, p->values, p->lengths, p->formats, 0);
-		if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
-			kms_db_params_clear(p);
-			return r;
-		}
-		/* gone (DEALLOCATE, another server process): prepare again next time */
-		PQclear(r);
-		set_prepared(c, FALSE);
-	}
-	return kms_db_run(c, cert_query, p, err);
+	return kms_db_run_prepared(c, "kms_recipient_cert", cert_query, p, err);
 }
 
 /*
