@@ -17,22 +17,6 @@
 #include "keyvault/issue.h"
 
 static gboolean
-refuse(GError **err, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-
-static gboolean
-refuse(GError **err, const char *fmt, ...)
-{
-	va_list ap;
-	g_autofree char *msg = NULL;
-
-	va_start(ap, fmt);
-	msg = g_strdup_vprintf(fmt, ap);
-	va_end(ap);
-	g_set_error_literal(err, KMS_ISSUE_ERROR, KMS_ISSUE_ERROR_REFUSED, msg);
-	return FALSE;
-}
-
-static gboolean
 audit_request(PGconn *db, const char *action, gint64 id, const char *kind, const char *detail,
     GError **err)
 {
@@ -140,14 +124,14 @@ kms_work_authorize(KmsWorker *w, gint64 id, const char *kind, GError **err)
 		return FALSE;
 	if (!kms_approval_check(kms_vault_db(w->vault), key, id, FALSE, &res, &e)) {
 		if (g_error_matches(e, KMS_ADMIN_ERROR, KMS_ADMIN_ERROR_REFUSED))
-			return refuse(err, "request %" G_GINT64_FORMAT " (%s) refused: %s", id, kind,
+			return kms_refuse(err, "request %" G_GINT64_FORMAT " (%s) refused: %s", id, kind,
 			    e->message);
 		g_propagate_error(err, g_steal_pointer(&e));
 		return FALSE;
 	}
 	ok = res.state == KMS_APPROVAL_APPROVED;
 	if (!ok)
-		refuse(err, "request %" G_GINT64_FORMAT " (%s) is not approved (%d of %d)%s%s", id, kind,
+		kms_refuse(err, "request %" G_GINT64_FORMAT " (%s) is not approved (%d of %d)%s%s", id, kind,
 		    res.have, res.need, res.detail ? ": " : "", res.detail ? res.detail : "");
 	kms_approval_result_clear(&res);
 	return ok;
@@ -169,7 +153,7 @@ kms_work_recover_allowed(KmsWorker *w, gint64 request_id, gint64 token_id, GErro
 	if (key == NULL)
 		return FALSE;
 	if (!kms_approval_policy_load(db, key, &pol, &e))
-		return refuse(err, "request %" G_GINT64_FORMAT ": no recovery: %s", request_id,
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": no recovery: %s", request_id,
 		    e->message);
 	if (pol.need[KMS_OP_RECOVER] <= 1)
 		return TRUE;
@@ -179,14 +163,14 @@ kms_work_recover_allowed(KmsWorker *w, gint64 request_id, gint64 token_id, GErro
 	    " AND s.status = 'done' WHERE t.id = $1 AND t.purpose = 'recover'", &q, err)) == NULL)
 		return FALSE;
 	if (PQntuples(r) == 0 || (origin = kms_db_get_int(r, 0, 0)) == 0)
-		return refuse(err, "request %" G_GINT64_FORMAT ": recovery needs %d approvals and token"
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": recovery needs %d approvals and token"
 		    " %" G_GINT64_FORMAT " comes from no approved request", request_id,
 		    pol.need[KMS_OP_RECOVER], token_id);
 	if (!kms_approval_check(db, key, origin, TRUE, &res, err))
 		return FALSE;
 	ok = res.state == KMS_APPROVAL_APPROVED;
 	if (!ok)
-		refuse(err, "request %" G_GINT64_FORMAT ": the recovery request %" G_GINT64_FORMAT
+		kms_refuse(err, "request %" G_GINT64_FORMAT ": the recovery request %" G_GINT64_FORMAT
 		    " behind token %" G_GINT64_FORMAT " is not approved (%d of %d)", request_id,
 		    origin, token_id, res.have, res.need);
 	kms_approval_result_clear(&res);
@@ -200,7 +184,7 @@ reachable(const KmsApprovalPolicy *p, int admins, GError **err)
 {
 	for (int i = 0; i < KMS_OP_COUNT; i++)
 		if (p->need[i] >= 2 && p->need[i] > admins - 1)
-			return refuse(err, "%s=%d needs %d administrators besides the requester; %d"
+			return kms_refuse(err, "%s=%d needs %d administrators besides the requester; %d"
 			    " administrator%s would remain", kms_operation_names[i], p->need[i],
 			    p->need[i], admins, admins == 1 ? "" : "s");
 	return TRUE;
@@ -218,7 +202,7 @@ do_recover_start(KmsWorker *w, gint64 id, JsonObject *o, GError **err)
 	KmsDbParams q = KMS_DB_PARAMS_INIT;
 
 	if (g_strcmp0(kms_config_get(w->cfg, "enrollment", "p12_password"), "pin") == 0)
-		return refuse(err, "request %" G_GINT64_FORMAT ": an approved recovery cannot hand a"
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": an approved recovery cannot hand a"
 		    " PIN to anyone ([enrollment] p12_password = pin); use token", id);
 	p.purpose = "recover";
 	p.token_ttl = kms_config_get_int(w->cfg, "enrollment", "token_ttl");
@@ -230,7 +214,7 @@ do_recover_start(KmsWorker *w, gint64 id, JsonObject *o, GError **err)
 	    !kms_enroll_user(db, &p, address, &tok, &stored, &e)) {
 		if (e->domain == KMS_DB_ERROR)
 			return g_propagate_error(err, g_steal_pointer(&e)), FALSE;
-		return refuse(err, "request %" G_GINT64_FORMAT ": %s: %s", id, address, e->message);
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": %s: %s", id, address, e->message);
 	}
 	kms_db_param_int(&q, id);
 	kms_db_param_text(&q, stored);
@@ -256,7 +240,7 @@ kms_work_admin(KmsWorker *w, gint64 id, const char *kind, const char *payload, G
 		return FALSE;
 	if (!json_parser_load_from_data(parser, payload, -1, NULL) ||
 	    (root = json_parser_get_root(parser)) == NULL || !JSON_NODE_HOLDS_OBJECT(root))
-		return refuse(err, "request %" G_GINT64_FORMAT ": the payload is not a JSON object", id);
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": the payload is not a JSON object", id);
 	o = json_node_get_object(root);
 	if (strcmp(kind, "recover-start") == 0)
 		return do_recover_start(w, id, o, err);
@@ -271,7 +255,7 @@ kms_work_admin(KmsWorker *w, gint64 id, const char *kind, const char *payload, G
 		    json_object_get_int_member_with_default(o, "admin_id", 0), name,
 		    json_object_get_string_member_with_default(o, "public_key", ""), &e))
 			return e->domain == KMS_ADMIN_ERROR ?
-			    refuse(err, "request %" G_GINT64_FORMAT ": %s", id, e->message) :
+			    kms_refuse(err, "request %" G_GINT64_FORMAT ": %s", id, e->message) :
 			    (g_propagate_error(err, g_steal_pointer(&e)), FALSE);
 		kms_info("request %" G_GINT64_FORMAT ": administrator %s added", id, name);
 		return audit_request(db, "admin added", id, kind, name, err);
@@ -285,13 +269,13 @@ kms_work_admin(KmsWorker *w, gint64 id, const char *kind, const char *payload, G
 		if (!kms_approval_policy_load(db, key, &pol, err) || !reachable(&pol, admins - 1, err))
 			return FALSE;
 		if (admins <= 1)
-			return refuse(err, "request %" G_GINT64_FORMAT ": %s is the last administrator",
+			return kms_refuse(err, "request %" G_GINT64_FORMAT ": %s is the last administrator",
 			    id, name);
 		kms_db_param_text(&q, name);
 		if ((r = kms_db_run(db, "DELETE FROM admins WHERE name = $1 RETURNING id", &q, err)) == NULL)
 			return FALSE;
 		if (PQntuples(r) == 0)
-			return refuse(err, "request %" G_GINT64_FORMAT ": no administrator %s", id, name);
+			return kms_refuse(err, "request %" G_GINT64_FORMAT ": no administrator %s", id, name);
 		kms_info("request %" G_GINT64_FORMAT ": administrator %s removed", id, name);
 		return audit_request(db, "admin removed", id, kind, name, err);
 	}
@@ -304,12 +288,12 @@ kms_work_admin(KmsWorker *w, gint64 id, const char *kind, const char *payload, G
 			return FALSE;
 		if (!kms_approval_policy_parse(&pol, json_object_get_string_member_with_default(o,
 		    "counts", ""), &e))
-			return refuse(err, "request %" G_GINT64_FORMAT ": %s", id, e->message);
+			return kms_refuse(err, "request %" G_GINT64_FORMAT ": %s", id, e->message);
 		if (!reachable(&pol, admins, err) || !kms_approval_policy_store(db, key, &pol, err))
 			return FALSE;
 		counts = kms_approval_policy_format(&pol);
 		kms_info("request %" G_GINT64_FORMAT ": approvals now %s", id, counts);
 		return audit_request(db, "approvals set", id, kind, counts, err);
 	}
-	return refuse(err, "request %" G_GINT64_FORMAT ": unknown kind %s", id, kind);
+	return kms_refuse(err, "request %" G_GINT64_FORMAT ": unknown kind %s", id, kind);
 }

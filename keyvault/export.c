@@ -68,22 +68,6 @@ wipe(GByteArray *b)
 	g_byte_array_unref(b);
 }
 
-/* A refusal: the request can never succeed, the worker fails it. */
-static gboolean
-refuse(GError **err, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-
-static gboolean
-refuse(GError **err, const char *fmt, ...)
-{
-	va_list ap;
-	g_autofree char *msg = NULL;
-
-	va_start(ap, fmt);
-	msg = g_strdup_vprintf(fmt, ap);
-	va_end(ap);
-	g_set_error_literal(err, KMS_ISSUE_ERROR, KMS_ISSUE_ERROR_REFUSED, msg);
-	return FALSE;
-}
 
 /* WHAT failed in OpenSSL: *err with the first queued reason. */
 static gboolean
@@ -259,12 +243,12 @@ transport_load(KmsVault *v, Transport *t, GError **err)
 	    " sealed_key FROM transport_keys WHERE status = 'active'", NULL, err)) == NULL)
 		return FALSE;
 	if (PQntuples(r) != 1)
-		return refuse(err, "this vault has no active transport key");
+		return kms_refuse(err, "this vault has no active transport key");
 	t->id = kms_db_get_int(r, 0, 0);
 	der = kms_db_get_bytes(r, 0, 1);
 	blob = kms_db_get_bytes(r, 0, 3);
 	if ((t->cert = kms_x509_from_der(g_bytes_get_data(der, NULL), g_bytes_get_size(der))) == NULL)
-		return refuse(err, "this vault's transport certificate is corrupt");
+		return kms_refuse(err, "this vault's transport certificate is corrupt");
 	t->sha256 = kms_x509_sha256_hex(t->cert);
 	p8 = kms_vault_open_value(v, "transport_keys", "sealed_key", t->id,
 	    (int)kms_db_get_int(r, 0, 2), blob, err);
@@ -306,7 +290,7 @@ export_user(Export *x, gint64 uid, const char *address, const char *display, GEr
 	if (k == NULL)
 		return FALSE;
 	if (PQntuples(k) == 0)
-		return refuse(err, "%s has no escrowed key to export", address);
+		return kms_refuse(err, "%s has no escrowed key to export", address);
 	kms_db_param_int(&p, uid);
 	c = kms_db_run(x->db, "SELECT der, coalesce(usage, ''), serial, status, sha256"
 	    " FROM certificates WHERE user_id = $1 AND source = 'issued' ORDER BY id FOR UPDATE",
@@ -408,7 +392,7 @@ export_users(Export *x, JsonArray *addresses, gboolean all, GError **err)
 		if (r == NULL)
 			return FALSE;
 		if (PQntuples(r) == 0)
-			return refuse(err, "no user holds an escrowed key: nothing to export");
+			return kms_refuse(err, "no user holds an escrowed key: nothing to export");
 		for (int i = 0; i < PQntuples(r); i++)
 			if (!export_user(x, kms_db_get_int(r, i, 0), PQgetvalue(r, i, 1),
 			    kms_db_get_text(r, i, 2), err))
@@ -421,16 +405,16 @@ export_users(Export *x, JsonArray *addresses, gboolean all, GError **err)
 		g_autoptr(PGresult) u = NULL;
 
 		if (a == NULL)
-			return refuse(err, "request %" G_GINT64_FORMAT ": bad address list", x->id);
+			return kms_refuse(err, "request %" G_GINT64_FORMAT ": bad address list", x->id);
 		kms_db_param_text(&p, a);
 		u = kms_db_run(x->db, "SELECT id, address, display_name, status FROM users"
 		    " WHERE lower(address) = lower($1) FOR UPDATE", &p, err);
 		if (u == NULL)
 			return FALSE;
 		if (PQntuples(u) == 0)
-			return refuse(err, "%s: unknown address", a);
+			return kms_refuse(err, "%s: unknown address", a);
 		if (strcmp(PQgetvalue(u, 0, 3), "exported") == 0)
-			return refuse(err, "%s was already exported", PQgetvalue(u, 0, 1));
+			return kms_refuse(err, "%s was already exported", PQgetvalue(u, 0, 1));
 		for (guint j = 0; j < x->user_ids->len; j++)
 			if (g_array_index(x->user_ids, gint64, j) == kms_db_get_int(u, 0, 0))
 				goto next;
@@ -440,7 +424,7 @@ export_users(Export *x, JsonArray *addresses, gboolean all, GError **err)
 next:		;
 	}
 	if (x->user_ids->len == 0)
-		return refuse(err, "request %" G_GINT64_FORMAT " names no user", x->id);
+		return kms_refuse(err, "request %" G_GINT64_FORMAT " names no user", x->id);
 	return TRUE;
 }
 
@@ -591,17 +575,17 @@ export_target(Export *x, JsonObject *o, GError **err)
 
 	der = g_base64_decode(b64, &len);
 	if (len == 0 || (x->target = kms_x509_from_der(der, len)) == NULL)
-		return refuse(err, "request %" G_GINT64_FORMAT ": the target certificate does not"
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": the target certificate does not"
 		    " parse", x->id);
 	x->target_sha = kms_x509_sha256_hex(x->target);
 	if (strlen(fp) < 8 || g_ascii_strncasecmp(x->target_sha, fp, strlen(fp)) != 0)
-		return refuse(err, "fingerprint mismatch: the target certificate's SHA-256 starts"
+		return kms_refuse(err, "fingerprint mismatch: the target certificate's SHA-256 starts"
 		    " %.8s, the request says %s", x->target_sha, fp);
 	if (EVP_PKEY_get_base_id(X509_get0_pubkey(x->target)) != EVP_PKEY_RSA)
-		return refuse(err, "the target certificate (%.8s) has no RSA key: not a kmsmilter"
+		return kms_refuse(err, "the target certificate (%.8s) has no RSA key: not a kmsmilter"
 		    " transport certificate", x->target_sha);
 	if (strcmp(x->target_sha, x->own.sha256) == 0)
-		return refuse(err, "the target certificate is this vault's own transport"
+		return kms_refuse(err, "the target certificate is this vault's own transport"
 		    " certificate");
 	return TRUE;
 }
@@ -620,7 +604,7 @@ kms_work_export(KmsWorker *w, gint64 id, const char *payload, GError **err)
 
 	if (!json_parser_load_from_data(parser, payload, -1, NULL) ||
 	    (root = json_parser_get_root(parser)) == NULL || !JSON_NODE_HOLDS_OBJECT(root))
-		return refuse(err, "request %" G_GINT64_FORMAT ": the payload is not a JSON object", id);
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": the payload is not a JSON object", id);
 	o = json_node_get_object(root);
 	x.w = w;
 	x.db = kms_vault_db(w->vault);
@@ -628,7 +612,7 @@ kms_work_export(KmsWorker *w, gint64 id, const char *payload, GError **err)
 	x.bundle_id = json_object_get_string_member_with_default(o, "bundle_id", "");
 	if (strlen(x.bundle_id) < 16 || strspn(x.bundle_id, "0123456789abcdef-") !=
 	    strlen(x.bundle_id))
-		return refuse(err, "request %" G_GINT64_FORMAT ": bad bundle id", id);
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": bad bundle id", id);
 	/* the worker commits its attempt count even when we fail */
 	if (!kms_db_exec(x.db, "SAVEPOINT kms_export", NULL, err))
 		return FALSE;
@@ -783,7 +767,7 @@ import_open(Import *i, GBytes *bundle, GError **err)
 	if (nid != NID_pkcs7_enveloped && nid != NID_id_smime_ct_authEnvelopedData) {
 		ERR_clear_error();
 		CMS_ContentInfo_free(env);
-		return refuse(err, "the file is not a kmsmilter export bundle (no CMS enveloped data)");
+		return kms_refuse(err, "the file is not a kmsmilter export bundle (no CMS enveloped data)");
 	}
 	ris = CMS_get0_RecipientInfos(env);
 	for (int k = 0; k < sk_CMS_RecipientInfo_num(ris); k++) {
@@ -796,7 +780,7 @@ import_open(Import *i, GBytes *bundle, GError **err)
 	if (!match) {
 		g_autofree char *who = recipient_text(ris);
 
-		refuse(err, "the bundle is not for this vault: it is encrypted to another transport"
+		kms_refuse(err, "the bundle is not for this vault: it is encrypted to another transport"
 		    " certificate (%s); this vault's transport certificate has fingerprint %.8s",
 		    who, i->own.sha256);
 		goto out;
@@ -805,7 +789,7 @@ import_open(Import *i, GBytes *bundle, GError **err)
 	if (i->signed_bio == NULL ||
 	    CMS_decrypt(env, i->own.key, i->own.cert, NULL, i->signed_bio, CMS_BINARY) != 1) {
 		ERR_clear_error();
-		refuse(err, "the bundle does not decrypt with this vault's transport key (%.8s):"
+		kms_refuse(err, "the bundle does not decrypt with this vault's transport key (%.8s):"
 		    " damaged, or made for another vault", i->own.sha256);
 		goto out;
 	}
@@ -817,13 +801,13 @@ import_open(Import *i, GBytes *bundle, GError **err)
 	    CMS_verify(sd, NULL, NULL, NULL, i->pt_bio,
 	    CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY) != 1) {
 		ERR_clear_error();
-		refuse(err, "the bundle's signature does not verify: it was altered or not made by"
+		kms_refuse(err, "the bundle's signature does not verify: it was altered or not made by"
 		    " a kmsmilter vault");
 		goto out;
 	}
 	signers = CMS_get0_signers(sd);
 	if (sk_X509_num(signers) != 1) {
-		refuse(err, "the bundle has %d signers, want one (the source vault)",
+		kms_refuse(err, "the bundle has %d signers, want one (the source vault)",
 		    sk_X509_num(signers));
 		goto out;
 	}
@@ -853,13 +837,13 @@ import_parse(Import *i, const char *want_source, GError **err)
 	p = (const guint8 *)data;
 	if (len < off || memcmp(p, KMS_BUNDLE_MAGIC, off) != 0 || !get_u32(p, len, &off, &mlen) ||
 	    len - off < mlen)
-		return refuse(err, "the bundle's content is not a kmsmilter export");
+		return kms_refuse(err, "the bundle's content is not a kmsmilter export");
 	if (!json_parser_load_from_data(i->manifest, (const char *)p + off, mlen, NULL) ||
 	    (root = json_parser_get_root(i->manifest)) == NULL || !JSON_NODE_HOLDS_OBJECT(root))
-		return refuse(err, "the bundle's manifest is not a JSON object");
+		return kms_refuse(err, "the bundle's manifest is not a JSON object");
 	off += mlen;
 	if (!get_u32(p, len, &off, &count))
-		return refuse(err, "the bundle's key list is truncated");
+		return kms_refuse(err, "the bundle's key list is truncated");
 	i->keys = p + off;
 	i->keys_len = len - off;
 	for (guint32 k = 0, o = 0; k < count; k++) {
@@ -867,7 +851,7 @@ import_parse(Import *i, const char *want_source, GError **err)
 		guint32 kl;
 
 		if (!get_u32(i->keys, i->keys_len, &ko, &kl) || i->keys_len - ko < kl)
-			return refuse(err, "the bundle's key list is truncated");
+			return kms_refuse(err, "the bundle's key list is truncated");
 		gsize klen = kl;
 
 		g_array_append_val(i->key_off, ko);
@@ -877,18 +861,18 @@ import_parse(Import *i, const char *want_source, GError **err)
 	m = json_node_get_object(root);
 	s = json_object_get_string_member_with_default(m, "format", "");
 	if (strcmp(s, KMS_BUNDLE_FORMAT) != 0)
-		return refuse(err, "unknown bundle format \"%s\"", s);
+		return kms_refuse(err, "unknown bundle format \"%s\"", s);
 	s = json_object_get_string_member_with_default(m, "target", "");
 	if (strcmp(s, i->own.sha256) != 0)
-		return refuse(err, "the bundle names target %.8s, this vault's transport certificate"
+		return kms_refuse(err, "the bundle names target %.8s, this vault's transport certificate"
 		    " is %.8s", s, i->own.sha256);
 	s = json_object_get_string_member_with_default(m, "source", "");
 	if (strcmp(s, i->source_sha) != 0)
-		return refuse(err, "the bundle names source %.8s but was signed by %.8s", s,
+		return kms_refuse(err, "the bundle names source %.8s but was signed by %.8s", s,
 		    i->source_sha);
 	if (want_source && *want_source && (strlen(want_source) < 8 ||
 	    g_ascii_strncasecmp(i->source_sha, want_source, strlen(want_source)) != 0))
-		return refuse(err, "source fingerprint mismatch: the bundle was signed by %.8s, the"
+		return kms_refuse(err, "source fingerprint mismatch: the bundle was signed by %.8s, the"
 		    " request says %s", i->source_sha, want_source);
 	return TRUE;
 }
@@ -910,7 +894,7 @@ import_cert(Import *i, gint64 uid, const char *b64, const char *usage, gint64 *c
 
 	der = g_base64_decode(b64 ? b64 : "", &len);
 	if (len == 0 || (x = kms_x509_from_der(der, len)) == NULL)
-		return refuse(err, "a certificate in the bundle does not parse");
+		return kms_refuse(err, "a certificate in the bundle does not parse");
 	sha = kms_x509_sha256_hex(x);
 	serial = kms_x509_serial_hex(x);
 	subj = kms_x509_name_text(X509_get_subject_name(x));
@@ -920,7 +904,7 @@ import_cert(Import *i, gint64 uid, const char *b64, const char *usage, gint64 *c
 	addrs = kms_x509_email_addresses(x);
 	if (nb == NULL || na == NULL) {
 		X509_free(x);
-		return refuse(err, "certificate %s in the bundle has unusable dates", serial);
+		return kms_refuse(err, "certificate %s in the bundle has unusable dates", serial);
 	}
 	detail = g_strdup_printf("imported from vault %.8s (bundle request %" G_GINT64_FORMAT
 	    "); revoked by that vault when it exported", i->source_sha, i->id);
@@ -973,7 +957,7 @@ import_key(Import *i, gint64 uid, gint64 index, const char *key_type, const char
 
 	*skipped = FALSE;
 	if (index < 0 || (guint)index * 2 >= i->key_off->len)
-		return refuse(err, "the bundle's manifest names key %" G_GINT64_FORMAT
+		return kms_refuse(err, "the bundle's manifest names key %" G_GINT64_FORMAT
 		    " that is not in it", index);
 	if (cid) {
 		g_autoptr(PGresult) r = NULL;
@@ -994,7 +978,7 @@ import_key(Import *i, gint64 uid, gint64 index, const char *key_type, const char
 	if (cert && X509_check_private_key(cert, key) != 1) {
 		EVP_PKEY_free(key);
 		ERR_clear_error();
-		return refuse(err, "key %" G_GINT64_FORMAT " of the bundle does not match its"
+		return kms_refuse(err, "key %" G_GINT64_FORMAT " of the bundle does not match its"
 		    " certificate", index);
 	}
 	EVP_PKEY_free(key);
@@ -1035,7 +1019,7 @@ import_user(Import *i, JsonObject *u, const char *bundle_id, GError **err)
 	gint64 uid;
 
 	if (address == NULL || certs == NULL || keys == NULL)
-		return refuse(err, "a user entry of the bundle's manifest is incomplete");
+		return kms_refuse(err, "a user entry of the bundle's manifest is incomplete");
 	kms_db_param_text(&p, address);
 	kms_db_param_text(&p, json_object_get_string_member_with_default(u, "display_name", NULL));
 	r = kms_db_run(i->db, "INSERT INTO users (address, display_name) VALUES ($1, $2)"
@@ -1067,9 +1051,9 @@ import_user(Import *i, JsonObject *u, const char *bundle_id, GError **err)
 		gboolean skip;
 
 		if (ko == NULL)
-			return refuse(err, "a key entry of the bundle's manifest is not an object");
+			return kms_refuse(err, "a key entry of the bundle's manifest is not an object");
 		if (sha && at == 0)
-			return refuse(err, "%s: a key names certificate %.8s that is not in the bundle",
+			return kms_refuse(err, "%s: a key names certificate %.8s that is not in the bundle",
 			    address, sha);
 		if (!import_key(i, uid, json_object_get_int_member_with_default(ko, "index", -1),
 		    json_object_get_string_member_with_default(ko, "key_type", "unknown"),
@@ -1126,7 +1110,7 @@ import_once(Import *i, const char *bundle_id, GError **err)
 	if (r == NULL)
 		return FALSE;
 	if (PQntuples(r) > 0)
-		return refuse(err, "bundle %s was already imported on %s", bundle_id,
+		return kms_refuse(err, "bundle %s was already imported on %s", bundle_id,
 		    PQgetvalue(r, 0, 0));
 	return TRUE;
 }
@@ -1161,12 +1145,12 @@ kms_work_import(KmsWorker *w, gint64 id, const char *payload, GError **err)
 	if ((r = kms_db_run(i.db, "SELECT result FROM requests WHERE id = $1", &p, err)) == NULL)
 		return FALSE;
 	if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
-		return refuse(err, "request %" G_GINT64_FORMAT " carries no bundle", id);
+		return kms_refuse(err, "request %" G_GINT64_FORMAT " carries no bundle", id);
 	bundle = kms_db_get_bytes(r, 0, 0);
 	/* the payload (what administrators sign) names the bundle it imports */
 	sha = g_compute_checksum_for_bytes(G_CHECKSUM_SHA256, bundle);
 	if (want_sha && strcmp(sha, want_sha) != 0)
-		return refuse(err, "request %" G_GINT64_FORMAT ": the bundle is not the one its"
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": the bundle is not the one its"
 		    " payload names (sha256 %.8s, want %.8s)", id, sha, want_sha);
 	if (!kms_db_exec(i.db, "SAVEPOINT kms_import", NULL, err))
 		return FALSE;
@@ -1180,7 +1164,7 @@ kms_work_import(KmsWorker *w, gint64 id, const char *payload, GError **err)
 	bundle_id = json_object_get_string_member_with_default(m, "bundle_id", "");
 	users = array_member(m, "users");
 	if (*bundle_id == '\0' || users == NULL) {
-		refuse(err, "the bundle's manifest has no bundle id or no users");
+		kms_refuse(err, "the bundle's manifest has no bundle id or no users");
 		goto out;
 	}
 	if (!import_once(&i, bundle_id, err))
@@ -1192,7 +1176,7 @@ kms_work_import(KmsWorker *w, gint64 id, const char *payload, GError **err)
 		JsonObject *u = json_array_get_object_element(users, k);
 
 		if (u == NULL) {
-			refuse(err, "a user entry of the bundle's manifest is not an object");
+			kms_refuse(err, "a user entry of the bundle's manifest is not an object");
 			goto out;
 		}
 		if (!import_user(&i, u, bundle_id, err))

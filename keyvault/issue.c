@@ -76,12 +76,8 @@ job_clear(Job *j)
 	g_free(j->expiry);
 }
 
-/* A refusal: the request can never succeed, the worker fails it. */
-static gboolean
-refuse(GError **err, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-
-static gboolean
-refuse(GError **err, const char *fmt, ...)
+gboolean
+kms_refuse(GError **err, const char *fmt, ...)
 {
 	va_list ap;
 	g_autofree char *msg = NULL;
@@ -152,7 +148,7 @@ open_password(Job *j, JsonObject *o, GError **err)
 			j->password = kms_queue_open(j->w->queue_priv, "p12-pin", tid,
 			    g_bytes_get_data(pin, NULL), g_bytes_get_size(pin), &e);
 			if (j->password == NULL)
-				return refuse(err, "request %" G_GINT64_FORMAT ": cannot open the PIN"
+				return kms_refuse(err, "request %" G_GINT64_FORMAT ": cannot open the PIN"
 				    " of token %" G_GINT64_FORMAT ": %s", j->id, tid, e->message);
 			j->pin = TRUE;
 			/* used once: the sealed PIN goes with this transaction */
@@ -165,12 +161,12 @@ open_password(Job *j, JsonObject *o, GError **err)
 		    j->id, tid, j->address);
 	}
 	if (sealed == NULL || *sealed == '\0')
-		return refuse(err, "request %" G_GINT64_FORMAT ": the payload has no sealed password",
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": the payload has no sealed password",
 		    j->id);
 	blob = g_base64_decode(sealed, &len);
 	j->password = kms_queue_open(j->w->queue_priv, "p12-password", j->id, blob, len, &e);
 	if (j->password == NULL)
-		return refuse(err, "request %" G_GINT64_FORMAT ": cannot open the PKCS#12 password: %s",
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": cannot open the PKCS#12 password: %s",
 		    j->id, e->message);
 	return TRUE;
 }
@@ -245,7 +241,7 @@ do_enroll(Job *j, JsonObject *o, GError **err)
 	gboolean ok = FALSE;
 
 	if (kt == NULL || !kms_key_type_parse(kt, &type))
-		return refuse(err, "request %" G_GINT64_FORMAT ": unknown [enrollment] key_type %s",
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": unknown [enrollment] key_type %s",
 		    j->id, kt ? kt : "(unset)");
 	/* the request first: a bad one costs no key generation */
 	if (csr64 && *csr64) {
@@ -254,7 +250,7 @@ do_enroll(Job *j, JsonObject *o, GError **err)
 		g_autoptr(GError) e = NULL;
 
 		if ((req = kms_csr_parse(der, len, &e)) == NULL)
-			return refuse(err, "request %" G_GINT64_FORMAT ": the certificate request of"
+			return kms_refuse(err, "request %" G_GINT64_FORMAT ": the certificate request of"
 			    " %s is not usable: %s", j->id, j->address, e->message);
 	}
 	kms_info("request %" G_GINT64_FORMAT ": generating %s encryption key for %s", j->id,
@@ -382,7 +378,7 @@ do_recover(Job *j, GError **err)
 		kms_warn("request %" G_GINT64_FORMAT ": %d escrowed key%s of %s without a certificate"
 		    " left out", j->id, skipped, skipped == 1 ? "" : "s", j->address);
 	if (n == 0)
-		return refuse(err, "request %" G_GINT64_FORMAT ": %s has no escrowed key to recover",
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": %s has no escrowed key to recover",
 		    j->id, j->address);
 	parts = (guint)(n + RECOVER_PER_FILE - 1) / RECOVER_PER_FILE;
 	kms_info("request %" G_GINT64_FORMAT ": recovering %d escrowed key%s of %s", j->id, n,
@@ -396,7 +392,7 @@ do_recover(Job *j, GError **err)
 
 		der = kms_db_get_bytes(r, i, 3);
 		if ((cert = kms_x509_from_der(g_bytes_get_data(der, NULL), g_bytes_get_size(der))) == NULL)
-			return refuse(err, "request %" G_GINT64_FORMAT ": the certificate of escrowed key"
+			return kms_refuse(err, "request %" G_GINT64_FORMAT ": the certificate of escrowed key"
 			    " %" G_GINT64_FORMAT " is corrupt", j->id, row);
 		blob = kms_db_get_bytes(r, i, 2);
 		p8 = kms_vault_open_value(j->w->vault, "escrowed_keys", "sealed_key", row,
@@ -456,10 +452,10 @@ kms_work_enroll(KmsWorker *w, gint64 id, const char *kind, const char *payload,
 	gboolean ok = FALSE;
 
 	if (user_id == 0 || address == NULL || *address == '\0')
-		return refuse(err, "request %" G_GINT64_FORMAT " (%s) names no user", id, kind);
+		return kms_refuse(err, "request %" G_GINT64_FORMAT " (%s) names no user", id, kind);
 	if (!json_parser_load_from_data(parser, payload, -1, NULL) ||
 	    (root = json_parser_get_root(parser)) == NULL || !JSON_NODE_HOLDS_OBJECT(root))
-		return refuse(err, "request %" G_GINT64_FORMAT ": the payload is not a JSON object", id);
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": the payload is not a JSON object", id);
 	j.w = w;
 	j.db = kms_vault_db(w->vault);
 	j.id = id;

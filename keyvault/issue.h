@@ -44,6 +44,9 @@ typedef enum {
 
 /* Do request ID of KIND ("enroll" or "recover") with its PAYLOAD (JSON
  * text) for USER_ID / ADDRESS, in the caller's transaction. */
+/* Set *ERR to a KMS_ISSUE_ERROR_REFUSED refusal (the request can never
+ * succeed: the worker fails it) and return FALSE. */
+gboolean kms_refuse(GError **err, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 gboolean kms_work_enroll(KmsWorker *w, gint64 id, const char *kind, const char *payload,
     gint64 user_id, const char *address, GError **err);
 
