@@ -154,6 +154,33 @@ wait_for 30 req_is "$R3" expired
 is "$(req_status "$R3")" expired "kmsd marks it expired"
 sed -i '/^approval_ttl = 2s$/d' "$CONF"
 
+# --- export=2: the bundle is made only after two approvals ---------------------------------
+as alice policy approvals set export=2 >"$T/pol2.out" || bail "approvals set export=2 failed"
+wait_for 30 req_is "$(reqid "$T/pol2.out")" done || bail "export=2 not in force"
+# the target: another vault's transport certificate (an RSA-3072 key and
+# self-signed certificate, as kmsd makes them, made here with openssl)
+openssl req -x509 -newkey rsa:3072 -nodes -keyout "$T/other.key" -out "$T/self.crt" -days 30 \
+	-subj "/CN=other vault transport" 2>/dev/null || bail "openssl req failed"
+FP=$(openssl x509 -in "$T/self.crt" -outform DER | sha256sum | cut -c1-8)
+keys_u1() { psql_kms "SELECT count(*) FROM escrowed_keys e JOIN users u ON u.id = e.user_id WHERE u.address = 'u1@example.org'"; }
+expect_exit 1 "under approvals, export needs an administrator" K export u1@example.org --to "$T/self.crt" --fingerprint "$FP" --out "$T/u1.bundle"
+as alice export u1@example.org --to "$T/self.crt" --fingerprint "$FP" --out "$T/u1.bundle" >"$T/ex.out" 2>&1
+is "$?" 0 "export=2: kmsctl export prints a request and exits 0"
+EX=$(reqid "$T/ex.out")
+as bob approve "$EX" >/dev/null
+sleep 3
+is "$(req_status "$EX")" awaiting-approval "export=2, one approval: the export waits"
+is "$(keys_u1)" 1 "... and the key is still in the vault"
+as dave approve "$EX" >/dev/null
+wait_for 60 req_is "$EX" done
+is "$(req_status "$EX")" done "the second approval runs the export"
+[ "$(req_status "$EX")" = done ] || diag "$(psql_kms "SELECT last_error FROM requests WHERE id = $EX")"
+is "$(keys_u1)" 0 "... which removed the key from this vault"
+check "the requester fetches the bundle afterwards" as alice export --fetch "$EX" --out "$T/u1.bundle"
+test -s "$T/u1.bundle" && ok "the bundle is written" || not_ok "the bundle is written"
+check "the bundle opens with the target's key (openssl cms -decrypt)" \
+	openssl cms -decrypt -inform DER -in "$T/u1.bundle" -inkey "$T/other.key" -recip "$T/self.crt" -out "$T/u1.signed"
+
 # --- SQL cannot bypass the approvals ---------------------------------------------------------
 # a recovery token made by SQL (u2's used enrollment token turned into a
 # pending recovery token), then the reply
