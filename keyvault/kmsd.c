@@ -105,6 +105,20 @@ audit_mac(Kmsd *k)
 		kms_warn("audit: cannot MAC new entries: %s", e->message);
 }
 
+/* Once, from the main loop (signals are handled by then): the transport
+ * key pair other vaults export to (export.h); an RSA-3072 key takes a
+ * while the first time. */
+static gboolean
+make_transport_key(gpointer data)
+{
+	Kmsd *k = data;
+	g_autoptr(GError) e = NULL;
+
+	if (!kms_transport_ensure(k->vault, &e))
+		kms_warn("cannot make the transport key pair: %s", e->message);
+	return G_SOURCE_REMOVE;
+}
+
 /* Do queued requests until none waits or one fails (then wait for the
  * next heartbeat: the MTA or vault may be down). */
 static void
@@ -578,12 +592,6 @@ run(Kmsd *k, const char *config_path, gboolean foreground)
 	}
 	heartbeat(k);
 	kms_info("vault unsealed (schema version %d); worker %s ready", version, k->worker_id);
-	/* the transport key pair other vaults export to (export.h); after
-	 * "ready": an RSA-3072 key takes a while the first time */
-	if (!kms_transport_ensure(k->vault, &e)) {
-		kms_warn("cannot make the transport key pair: %s", e->message);
-		g_clear_error(&e);
-	}
 
 	if (set == NULL) {	/* (the shares path installed them before waiting) */
 		g_unix_signal_add(SIGTERM, on_stop, k);
@@ -592,6 +600,7 @@ run(Kmsd *k, const char *config_path, gboolean foreground)
 	if (k->stopping)
 		goto stop;
 	g_timeout_add_seconds((guint)kms_config_get_int(k->cfg, "kms", "heartbeat"), heartbeat, k);
+	g_idle_add(make_transport_key, k);
 	g_main_loop_run(k->loop);
 stop:
 	{
