@@ -379,10 +379,14 @@ static const struct {
 static void
 usage(FILE *out)
 {
+	int width = 0;
+
 	fprintf(out, "usage: kmsctl [-c FILE] [--admin NAME [--admin-password-file F]] COMMAND"
 	    " [options] [arguments]\n\ncommands:\n");
 	for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
-		fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].help);
+		width = MAX(width, (int)strlen(commands[i].name));
+	for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
+		fprintf(out, "  %-*s  %s\n", width, commands[i].name, commands[i].help);
 	fprintf(out, "\n'kmsctl COMMAND --help' describes each; see kmsctl(8).\n");
 }
 
@@ -421,19 +425,23 @@ main(int argc, char **argv)
 			ctl.admin_password_file = g_strdup(argv[i] + strlen("--admin-password-file="));
 		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
-			return KMSCTL_OK;
+			rc = KMSCTL_OK;
+			goto out;
 		} else if (strcmp(argv[i], "--version") == 0) {
 			printf("kmsctl (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION);
-			return KMSCTL_OK;
+			rc = KMSCTL_OK;
+			goto out;
 		} else {
 			fprintf(stderr, "kmsctl: unknown option '%s'\n", argv[i]);
 			usage(stderr);
-			return KMSCTL_USAGE;
+			rc = KMSCTL_USAGE;
+			goto out;
 		}
 	}
 	if (i >= argc) {
 		usage(stderr);
-		return KMSCTL_USAGE;
+		rc = KMSCTL_USAGE;
+		goto out;
 	}
 	rc = -1;
 	for (size_t c = 0; c < G_N_ELEMENTS(commands); c++)
@@ -446,6 +454,7 @@ main(int argc, char **argv)
 		usage(stderr);
 		rc = KMSCTL_USAGE;
 	}
+out:
 	kms_config_free(ctl.cfg);
 	g_free(ctl.config_path);
 	g_free(ctl.admin_name);
