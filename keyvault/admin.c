@@ -18,7 +18,7 @@
 G_DEFINE_QUARK(kms-admin-error-quark, kms_admin_error)
 
 const char *const kms_operation_names[KMS_OP_COUNT] = {
-	"recover", "export", "import", "admin-change",
+	"recover", "export", "import", "admin-change", "revoke", "policy-change",
 };
 
 int
@@ -28,6 +28,7 @@ kms_operation_of_kind(const char *kind)
 		{"recover-start", KMS_OP_RECOVER}, {"export", KMS_OP_EXPORT},
 		{"import", KMS_OP_IMPORT}, {"admin-add", KMS_OP_ADMIN_CHANGE},
 		{"admin-remove", KMS_OP_ADMIN_CHANGE}, {"approvals-set", KMS_OP_ADMIN_CHANGE},
+		{"revoke", KMS_OP_REVOKE}, {"policy-set", KMS_OP_POLICY_CHANGE},
 	};
 
 	for (gsize i = 0; i < G_N_ELEMENTS(map); i++)
@@ -122,7 +123,8 @@ kms_approval_policy_parse(KmsApprovalPolicy *p, const char *text, GError **err)
 				op = i;
 		if (op < 0) {
 			g_set_error(err, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-			    "'%.*s': unknown operation (recover, export, import, admin-change)",
+			    "'%.*s': unknown operation (recover, export, import, admin-change, revoke,"
+			    " policy-change)",
 			    (int)(eq - *it), *it);
 			return FALSE;
 		}

@@ -67,7 +67,8 @@ typedef enum {
 
 /* Operations whose approval count can be set, in canonical order. */
 typedef enum {
-	KMS_OP_RECOVER, KMS_OP_EXPORT, KMS_OP_IMPORT, KMS_OP_ADMIN_CHANGE, KMS_OP_COUNT
+	KMS_OP_RECOVER, KMS_OP_EXPORT, KMS_OP_IMPORT, KMS_OP_ADMIN_CHANGE, KMS_OP_REVOKE,
+	KMS_OP_POLICY_CHANGE, KMS_OP_COUNT
 } KmsOperation;
 extern const char *const kms_operation_names[KMS_OP_COUNT];
 /* The operation a request kind is gated by, or -1 when none. */
@@ -82,7 +83,8 @@ void kms_approval_policy_default(KmsApprovalPolicy *p);
 /* Parse "op=N,op=N" or space separated (unknown op, N outside 1..9:
  * G_OPTION_ERROR_BAD_VALUE); operations not named keep their value. */
 gboolean kms_approval_policy_parse(KmsApprovalPolicy *p, const char *text, GError **err);
-/* Canonical "recover=N,export=N,import=N,admin-change=N"; g_free. */
+/* Canonical "recover=N,export=N,import=N,admin-change=N,revoke=N,
+ * policy-change=N"; g_free. */
 char *kms_approval_policy_format(const KmsApprovalPolicy *p);
 /* Read the row without verifying it (kmsctl): FALSE with *err on a
  * database error; a missing row gives the defaults. */

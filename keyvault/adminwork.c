@@ -12,9 +12,11 @@
 #include "common/log.h"
 #include "keyvault/admin.h"
 #include "keyvault/audit.h"
+#include "keyvault/crlpub.h"
 #include "keyvault/db.h"
 #include "keyvault/enroll.h"
 #include "keyvault/issue.h"
+#include "keyvault/policy.h"
 
 static gboolean
 audit_request(PGconn *db, const char *action, gint64 id, const char *kind, const char *detail,
@@ -226,6 +228,87 @@ do_recover_start(KmsWorker *w, gint64 id, JsonObject *o, GError **err)
 	return audit_request(db, "recovery started", id, "recover-start", stored, err);
 }
 
+/* An approved revocation: the certificates kmsctl found, still valid. */
+static gboolean
+do_revoke(KmsWorker *w, gint64 id, JsonObject *o, GError **err)
+{
+	JsonArray *ta = json_object_has_member(o, "targets") ?
+	    json_object_get_array_member(o, "targets") : NULL;
+	guint n = ta ? json_array_get_length(ta) : 0;
+	g_autofree gint64 *ids = g_new0(gint64, n + 1);
+	g_autofree const char **serials = g_new0(const char *, n + 1);
+	g_autofree const char **addresses = g_new0(const char *, n + 1);
+	g_autoptr(PGresult) r = NULL;
+	g_autoptr(GError) e = NULL;
+	KmsDbParams q = KMS_DB_PARAMS_INIT;
+
+	if (n == 0)
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": nothing to revoke", id);
+	for (guint i = 0; i < n; i++) {
+		JsonNode *node = json_array_get_element(ta, i);
+		JsonObject *t = JSON_NODE_HOLDS_OBJECT(node) ? json_node_get_object(node) : NULL;
+
+		if (t == NULL)
+			return kms_refuse(err, "request %" G_GINT64_FORMAT ": bad target", id);
+		ids[i] = json_object_get_int_member_with_default(t, "id", 0);
+		serials[i] = json_object_get_string_member_with_default(t, "serial", "?");
+		addresses[i] = json_object_get_string_member_with_default(t, "address", "");
+	}
+	kms_db_param_int(&q, id);
+	if ((r = kms_db_run(kms_vault_db(w->vault), "SELECT coalesce(requester, 'kmsd')"
+	    " FROM requests WHERE id = $1", &q, err)) == NULL)
+		return FALSE;
+	if (!kms_revoke_apply(kms_vault_db(w->vault), n, ids, serials, addresses,
+	    json_object_get_string_member_with_default(o, "reason", "unspecified"),
+	    PQgetvalue(r, 0, 0), kms_config_get_int(w->cfg, "kms", "request_ttl"), &e))
+		return e->domain == KMS_DB_ERROR && e->code == KMS_DB_ERROR_QUERY ?
+		    kms_refuse(err, "request %" G_GINT64_FORMAT ": %s", id, e->message) :
+		    (g_propagate_error(err, g_steal_pointer(&e)), FALSE);
+	kms_info("request %" G_GINT64_FORMAT ": %u certificate%s revoked", id, n, n == 1 ? "" : "s");
+	return TRUE;
+}
+
+/* An approved policy change: {scope, name, keys: [...], values: [... | null]}. */
+static gboolean
+do_policy_set(KmsWorker *w, gint64 id, JsonObject *o, GError **err)
+{
+	PGconn *db = kms_vault_db(w->vault);
+	const char *scope = json_object_get_string_member_with_default(o, "scope", "");
+	const char *name = json_object_get_string_member_with_default(o, "name", "");
+	JsonArray *keys = json_object_has_member(o, "keys") ?
+	    json_object_get_array_member(o, "keys") : NULL;
+	JsonArray *values = json_object_has_member(o, "values") ?
+	    json_object_get_array_member(o, "values") : NULL;
+	g_autoptr(JsonObject) d = json_object_new();
+	g_autoptr(JsonObject) kv = json_object_new();
+
+	if (keys == NULL || values == NULL || json_array_get_length(keys) !=
+	    json_array_get_length(values) || (strcmp(scope, "domain") != 0 &&
+	    strcmp(scope, "user") != 0))
+		return kms_refuse(err, "request %" G_GINT64_FORMAT ": malformed policy change", id);
+	for (guint i = 0; i < json_array_get_length(keys); i++) {
+		const char *k = json_array_get_string_element(keys, i);
+		JsonNode *vn = json_array_get_element(values, i);
+		const char *val = JSON_NODE_HOLDS_NULL(vn) ? NULL : json_node_get_string(vn);
+		g_autofree char *canon = NULL;
+		g_autoptr(GError) e = NULL;
+		gboolean removed;
+
+		if (k == NULL || (val && *val && !kms_policy_check(k, val, &canon, &e)))
+			return kms_refuse(err, "request %" G_GINT64_FORMAT ": %s", id,
+			    e ? e->message : "bad key");
+		if (!kms_policy_set(db, scope, name, k, val, &removed, err))
+			return FALSE;
+		json_object_set_string_member(kv, k, val);
+	}
+	json_object_set_string_member(d, "scope", scope);
+	json_object_set_string_member(d, "name", name);
+	json_object_set_object_member(d, "values", json_object_ref(kv));
+	json_object_set_int_member(d, "request_id", id);
+	kms_info("request %" G_GINT64_FORMAT ": policy of %s %s changed", id, scope, name);
+	return kms_audit_append(db, "policy set", d, err);
+}
+
 gboolean
 kms_work_admin(KmsWorker *w, gint64 id, const char *kind, const char *payload, GError **err)
 {
@@ -244,6 +327,10 @@ kms_work_admin(KmsWorker *w, gint64 id, const char *kind, const char *payload, G
 	o = json_node_get_object(root);
 	if (strcmp(kind, "recover-start") == 0)
 		return do_recover_start(w, id, o, err);
+	if (strcmp(kind, "revoke") == 0)
+		return do_revoke(w, id, o, err);
+	if (strcmp(kind, "policy-set") == 0)
+		return do_policy_set(w, id, o, err);
 	if ((key = kms_vault_derive_key(w->vault, KMS_ADMINS_KEY_LABEL, err)) == NULL ||
 	    !kms_admin_count_valid(db, key, &admins, err))
 		return FALSE;

@@ -415,3 +415,45 @@ kms_crl_maintain(KmsWorker *w, gint64 *published, GError **err)
 		*published = written ? written : signed_n;
 	return TRUE;
 }
+
+gboolean
+kms_revoke_apply(PGconn *db, guint n, const gint64 *ids, const char *const *serials,
+    const char *const *addresses, const char *reason, const char *by, gint64 ttl,
+    GError **err)
+{
+	g_autoptr(JsonObject) d = json_object_new();
+	g_autoptr(JsonArray) sa = json_array_new();
+	g_autoptr(JsonArray) aa = json_array_new();
+	KmsDbParams p = KMS_DB_PARAMS_INIT;
+
+	for (guint i = 0; i < n; i++) {
+		g_autoptr(PGresult) r = NULL;
+
+		kms_db_param_int(&p, ids[i]);
+		if ((r = kms_db_run(db, "UPDATE certificates SET status = 'revoked' WHERE id = $1"
+		    " AND source = 'issued' AND status = 'valid' RETURNING id", &p, err)) == NULL)
+			return FALSE;
+		if (PQntuples(r) != 1) {
+			g_set_error(err, KMS_DB_ERROR, KMS_DB_ERROR_QUERY,
+			    "serial %s is no longer an issued, valid certificate", serials[i]);
+			return FALSE;
+		}
+		kms_db_param_int(&p, ids[i]);
+		kms_db_param_text(&p, reason);
+		kms_db_param_text(&p, by);
+		if (!kms_db_exec(db, "INSERT INTO revocations (certificate_id, reason, revoked_by)"
+		    " VALUES ($1, $2, $3)", &p, err))
+			return FALSE;
+		json_array_add_string_element(sa, serials[i]);
+		json_array_add_string_element(aa, addresses[i] ? addresses[i] : "");
+	}
+	kms_db_param_int(&p, ttl);
+	if (!kms_db_exec(db, "INSERT INTO requests (kind, user_id, expires_at)"
+	    " VALUES ('crl', NULL, now() + $1::bigint * interval '1 second')", &p, err))
+		return FALSE;
+	json_object_set_array_member(d, "serials", json_array_ref(sa));
+	json_object_set_array_member(d, "addresses", json_array_ref(aa));
+	json_object_set_string_member(d, "reason", reason);
+	return kms_audit_append(db, "revoked", d, err) &&
+	    kms_db_exec(db, "NOTIFY kms_requests", NULL, err);
+}

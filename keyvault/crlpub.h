@@ -32,6 +32,7 @@
 #define KMS_CRLPUB_H
 
 #include <glib.h>
+#include <libpq-fe.h>
 
 #include "keyvault/worker.h"
 
@@ -50,5 +51,13 @@ gboolean kms_crl_maintain(KmsWorker *w, gint64 *published, GError **err);
 /* The file name the CRL gets in crl_dir: the last path segment of
  * CRL_URL when it has one, else "kms.crl". g_free. */
 char *kms_crl_basename(const char *crl_url);
+
+/* Revoke the N issued certificates IDS (SERIALS and ADDRESSES for the
+ * audit entry) with REASON by BY, queue a "crl" request (TTL seconds) and
+ * wake kmsd, in the caller's transaction. A certificate that is no longer
+ * issued and valid is refused (KMS_DB_ERROR_QUERY naming its serial). */
+gboolean kms_revoke_apply(PGconn *db, guint n, const gint64 *ids, const char *const *serials,
+    const char *const *addresses, const char *reason, const char *by, gint64 ttl,
+    GError **err);
 
 #endif

@@ -230,6 +230,48 @@ policy_change(KmsCtl *ctl, int argc, char **argv, gboolean unset)
 		kms_vault_close(v);
 		return kmsctl_fail_error(e);
 	}
+	{
+		/* gated by policy-change (admin.h): kmsd makes the change once approved */
+		KmsApprovalPolicy pol;
+
+		if (!kms_approval_policy_read(db, &pol, &e)) {
+			kms_db_rollback(db);
+			kms_vault_close(v);
+			return kmsctl_fail_error(e);
+		}
+		if (pol.need[KMS_OP_POLICY_CHANGE] >= 2) {
+			g_autoptr(JsonObject) pl = json_object_new();
+			g_autoptr(JsonArray) ka = json_array_new();
+			g_autoptr(JsonArray) va = json_array_new();
+			gint64 rid;
+			gboolean pending;
+
+			for (guint i = 0; i < keys->len; i++) {
+				const char *val = g_ptr_array_index(values, i);
+
+				json_array_add_string_element(ka, g_ptr_array_index(keys, i));
+				if (val)
+					json_array_add_string_element(va, val);
+				else
+					json_array_add_null_element(va);
+			}
+			json_object_set_string_member(pl, "scope", scope);
+			json_object_set_string_member(pl, "name", name);
+			json_object_set_array_member(pl, "keys", json_array_ref(ka));
+			json_object_set_array_member(pl, "values", json_array_ref(va));
+			if (!kms_request_submit(db, ctl->admin, "policy-set", pl, 0,
+			    kms_config_get_int(ctl->cfg, "admin", "approval_ttl"), &rid, &pending, &e) ||
+			    !kms_db_commit(db, &e)) {
+				kms_db_rollback(db);
+				kms_vault_close(v);
+				return kmsctl_fail_error(e);
+			}
+			kms_vault_close(v);
+			printf("Request: %" G_GINT64_FORMAT "\nthe policy change waits for approvals"
+			    " (kmsctl approve %" G_GINT64_FORMAT ")\n", rid, rid);
+			return KMSCTL_OK;
+		}
+	}
 	for (guint i = 0; i < keys->len; i++) {
 		gboolean removed;
 

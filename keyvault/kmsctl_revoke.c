@@ -27,6 +27,7 @@
 #include <openssl/x509v3.h>
 
 #include "keyvault/audit.h"
+#include "keyvault/crlpub.h"
 #include "smime/crl.h"
 
 /* One certificate to revoke. */
@@ -193,53 +194,49 @@ find_serial(PGconn *db, const char *shown, const char *serial, GPtrArray *target
 	return FALSE;
 }
 
-/* Revoke TARGETS with REASON and queue a "crl" request, in the caller's
- * transaction. */
+/* Revoke TARGETS with REASON (crlpub.h), in the caller's transaction; when
+ * the approval policy gates revoke, submit a request for it instead and set
+ * *REQUEST (admin.h). */
 static gboolean
-revoke_targets(PGconn *db, GPtrArray *targets, const char *reason, gint64 request_ttl,
-    GError **err)
+revoke_targets(KmsCtl *ctl, PGconn *db, GPtrArray *targets, const char *reason,
+    gint64 *request, GError **err)
 {
+	g_autofree gint64 *ids = g_new0(gint64, targets->len + 1);
+	g_autofree const char **serials = g_new0(const char *, targets->len + 1);
+	g_autofree const char **addresses = g_new0(const char *, targets->len + 1);
+	KmsApprovalPolicy pol;
+
+	*request = 0;
 	for (guint i = 0; i < targets->len; i++) {
 		Target *t = g_ptr_array_index(targets, i);
-		KmsDbParams p = KMS_DB_PARAMS_INIT;
 
-		kms_db_param_int(&p, t->id);
-		kms_db_param_text(&p, reason);
-		kms_db_param_text(&p, g_get_user_name());
-		if (!kms_db_exec(db, "INSERT INTO revocations (certificate_id, reason, revoked_by)"
-		    " VALUES ($1, $2, $3)", &p, err))
-			return FALSE;
-		kms_db_param_int(&p, t->id);
-		if (!kms_db_exec(db, "UPDATE certificates SET status = 'revoked' WHERE id = $1",
-		    &p, err))
-			return FALSE;
+		ids[i] = t->id;
+		serials[i] = t->serial;
+		addresses[i] = t->address;
 	}
-	{
-		KmsDbParams p = KMS_DB_PARAMS_INIT;
-
-		kms_db_param_int(&p, request_ttl);
-		if (!kms_db_exec(db, "INSERT INTO requests (kind, user_id, expires_at)"
-		    " VALUES ('crl', NULL, now() + $1::bigint * interval '1 second')", &p, err))
-			return FALSE;
-	}
-	{
-		g_autoptr(JsonObject) d = json_object_new();
-		g_autoptr(JsonArray) serials = json_array_new();
-		g_autoptr(JsonArray) addresses = json_array_new();
+	if (!kms_approval_policy_read(db, &pol, err))
+		return FALSE;
+	if (pol.need[KMS_OP_REVOKE] >= 2) {
+		g_autoptr(JsonObject) p = json_object_new();
+		g_autoptr(JsonArray) ta = json_array_new();
+		gboolean pending;
 
 		for (guint i = 0; i < targets->len; i++) {
-			Target *t = g_ptr_array_index(targets, i);
+			JsonObject *o = json_object_new();
 
-			json_array_add_string_element(serials, t->serial);
-			json_array_add_string_element(addresses, t->address ? t->address : "");
+			json_object_set_int_member(o, "id", ids[i]);
+			json_object_set_string_member(o, "serial", serials[i]);
+			json_object_set_string_member(o, "address", addresses[i] ? addresses[i] : "");
+			json_array_add_object_element(ta, o);
 		}
-		json_object_set_array_member(d, "serials", json_array_ref(serials));
-		json_object_set_array_member(d, "addresses", json_array_ref(addresses));
-		json_object_set_string_member(d, "reason", reason);
-		if (!kms_audit_append(db, "revoked", d, err))
-			return FALSE;
+		json_object_set_array_member(p, "targets", json_array_ref(ta));
+		json_object_set_string_member(p, "reason", reason);
+		return kms_request_submit(db, ctl->admin, "revoke", p, 0,
+		    kms_config_get_int(ctl->cfg, "admin", "approval_ttl"), request, &pending, err);
 	}
-	return kms_db_exec(db, "NOTIFY kms_requests", NULL, err);
+	return kms_revoke_apply(db, targets->len, ids, serials, addresses, reason,
+	    ctl->admin ? ctl->admin->name : g_get_user_name(),
+	    kms_config_get_int(ctl->cfg, "kms", "request_ttl"), err);
 }
 
 /* Is a kmsd alive (heartbeat within three periods)? */
@@ -314,6 +311,7 @@ kmsctl_cmd_revoke(KmsCtl *ctl, int argc, char **argv)
 	KmsVault *v;
 	PGconn *db;
 	gboolean alive;
+	gint64 request;
 	int rc, code = CRL_REASON_UNSPECIFIED;
 
 	if ((rc = kmsctl_parse(ctl, &argc, &argv, entries, "ADDR... | --serial S",
@@ -358,10 +356,19 @@ kmsctl_cmd_revoke(KmsCtl *ctl, int argc, char **argv)
 	for (guint i = 0; i < norm->len; i++)
 		if (!find_serial(db, serials[i], g_ptr_array_index(norm, i), targets, seen, &e))
 			goto failed;
-	if (!revoke_targets(db, targets, reason,
-	    kms_config_get_int(ctl->cfg, "kms", "request_ttl"), &e) ||
-	    !kms_db_commit(db, &e))
+	if (!revoke_targets(ctl, db, targets, reason, &request, &e) || !kms_db_commit(db, &e))
 		goto failed;
+	if (request) {
+		for (guint i = 0; i < targets->len; i++) {
+			Target *t = g_ptr_array_index(targets, i);
+
+			printf("serial %s of %s\n", t->serial, *t->address ? t->address : t->subject);
+		}
+		printf("Request: %" G_GINT64_FORMAT "\nthe revocation waits for approvals"
+		    " (kmsctl approve %" G_GINT64_FORMAT ")\n", request, request);
+		kms_vault_close(v);
+		return KMSCTL_OK;
+	}
 	alive = kmsd_alive(db, ctl->cfg);
 	if (json)
 		print_json(targets, reason, alive);

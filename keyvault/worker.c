@@ -125,7 +125,8 @@ do_request(KmsWorker *w, gint64 id, const char *kind, const char *payload, gint6
 	if (strcmp(kind, "import") == 0)
 		return kms_work_import(w, id, payload, err);
 	if (strcmp(kind, "recover-start") == 0 || g_str_has_prefix(kind, "admin-") ||
-	    strcmp(kind, "approvals-set") == 0)
+	    strcmp(kind, "approvals-set") == 0 || strcmp(kind, "revoke") == 0 ||
+	    strcmp(kind, "policy-set") == 0)
 		return kms_work_admin(w, id, kind, payload, err);
 	g_set_error(err, KMS_DB_ERROR, KMS_DB_ERROR_QUERY, "unknown request kind %s", kind);
 	return FALSE;

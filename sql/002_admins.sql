@@ -35,7 +35,7 @@ CREATE TABLE approval_policy (
 ALTER TABLE requests DROP CONSTRAINT requests_kind_check;
 ALTER TABLE requests ADD CONSTRAINT requests_kind_check CHECK (kind IN ('mail', 'enroll',
 	'recover', 'crl', 'recover-start', 'admin-add', 'admin-remove', 'approvals-set',
-	'export', 'import'));
+	'export', 'import', 'revoke', 'policy-set'));
 ALTER TABLE requests
 	ADD COLUMN requested_by bigint,		-- admins.id (no FK: admins may leave)
 	ADD COLUMN requester text,		-- its name when asked

@@ -45,7 +45,7 @@ is "$(psql_kms "SELECT count(*) FROM admins WHERE name = 'alice' AND mac IS NOT 
 	"alice's row has an Ed25519 public key and a MAC"
 is "$(psql_kms "SELECT count(*) FROM admins WHERE position(decode('$(printf 'passphrase of alice' | od -An -tx1 | tr -d ' \n')', 'hex') IN sealed_private) > 0")" 0 \
 	"the passphrase is not stored"
-is "$(psql_kms "SELECT counts FROM approval_policy")" "recover=1,export=1,import=1,admin-change=1" \
+is "$(psql_kms "SELECT counts FROM approval_policy")" "recover=1,export=1,import=1,admin-change=1,revoke=1,policy-change=1" \
 	"init writes the default approval policy"
 
 "$KMSD" -c "$CONF" -f 2>>"$T/kmsd.log" &
@@ -194,6 +194,34 @@ is "$(req_status "$RB")" failed "a recovery token that no approved request made 
 psql_kms "SELECT last_error FROM requests WHERE id = $RB" >"$T/le"
 like "$T/le" "comes from no approved request" "... and the request says why"
 is "$(mails_to u2@example.org 'Your recovered S/MIME keys')" 0 "... and no key is mailed"
+
+# --- revoke=2 and policy-change=2 --------------------------------------------------------------
+as alice policy approvals set revoke=2 policy-change=2 >"$T/pol3.out" || bail "approvals set revoke=2 failed"
+wait_for 30 req_is "$(reqid "$T/pol3.out")" done || bail "revoke=2 not in force"
+revoked_u2() { psql_kms "SELECT count(*) FROM certificates c JOIN users u ON u.id = c.user_id WHERE u.address = 'u2@example.org' AND c.status = 'revoked'"; }
+expect_exit 1 "under approvals, revoke needs an administrator" K revoke u2@example.org
+as alice revoke u2@example.org >"$T/rv.out" 2>&1
+is "$?" 0 "revoke=2: kmsctl revoke prints a request and exits 0"
+RV=$(reqid "$T/rv.out")
+as bob approve "$RV" >/dev/null
+sleep 3
+is "$(revoked_u2)" 0 "revoke=2, one approval: the certificate is still valid"
+as carol approve "$RV" >/dev/null
+wait_for 30 req_is "$RV" done
+is "$(req_status "$RV")" done "the second approval runs the revocation"
+is "$(revoked_u2)" 1 "... and u2's certificate is revoked"
+is "$(psql_kms "SELECT revoked_by FROM revocations r JOIN certificates c ON c.id = r.certificate_id JOIN users u ON u.id = c.user_id WHERE u.address = 'u2@example.org'")" alice \
+	"... recorded as revoked by the requester"
+dom_encrypt() { psql_kms "SELECT coalesce((SELECT value FROM policy WHERE scope = 'domain' AND name = 'example.org' AND key = 'encrypt'), 'none')"; }
+as alice policy set --domain example.org encrypt=required >"$T/ps.out" 2>&1
+PS=$(reqid "$T/ps.out")
+like "$T/ps.out" "waits for approvals" "policy-change=2: kmsctl policy set prints a request"
+as dave approve "$PS" >/dev/null
+sleep 3
+is "$(dom_encrypt)" none "policy-change=2, one approval: the policy is unchanged"
+as bob approve "$PS" >/dev/null
+wait_for 30 req_is "$PS" done
+is "$(dom_encrypt)" required "the second approval changes the policy"
 
 # an approval policy edited by SQL: kmsd refuses gated work
 psql_kms "UPDATE approval_policy SET counts = 'recover=1,export=1,import=1,admin-change=1'" >/dev/null
