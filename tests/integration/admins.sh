@@ -71,6 +71,16 @@ is "$(python3 -c "import json,sys; print(' '.join(a['name']+':'+a['status'] for 
 	"alice:active bob:active carol:active dave:active" "admin list shows four active administrators"
 as bob admin passwd --new-password-file "$T/wrong" >/dev/null && write_password "$T/bob.pw" 'not the passphrase'
 expect_exit 0 "bob acts with his new passphrase" as bob requests list
+# the administrator from the environment, then from [admin] in the configuration
+expect_exit 0 "KMS_ADMIN and KMS_ADMIN_PASSWORD_FILE name the administrator" \
+	env KMS_ADMIN=carol KMS_ADMIN_PASSWORD_FILE="$T/carol.pw" "$KMSCTL" -c "$CONF" requests list
+expect_exit 1 "... and a wrong passphrase there is refused" \
+	env KMS_ADMIN=carol KMS_ADMIN_PASSWORD_FILE="$T/wrong" "$KMSCTL" -c "$CONF" requests list
+cp "$CONF" "$T/dave.conf"
+printf '[admin]\nname = dave\npassword_file = %s\n' "$T/dave.pw" >>"$T/dave.conf"
+expect_exit 0 "[admin] name and password_file name the administrator" "$KMSCTL" -c "$T/dave.conf" requests list
+expect_exit 1 "--admin overrides [admin] name (and its passphrase file is not carol's)" \
+	"$KMSCTL" -c "$T/dave.conf" --admin carol requests list
 
 # --- the approval policy ---------------------------------------------------------------
 expect_exit 2 "an unknown operation is a usage error" as alice policy approvals set launch=2
