@@ -371,6 +371,13 @@ kms_admin_login(PGconn *c, const char *name, const KmsSecret *password, GError *
 	kdf.t_cost = (guint32)kms_db_get_int(r, 0, 4);
 	kdf.m_cost_kib = (guint32)kms_db_get_int(r, 0, 5);
 	kdf.parallelism = (guint32)kms_db_get_int(r, 0, 6);
+	/* the row is not trusted: no cost beyond what [kms] kdf_* allows */
+	if (kdf.t_cost < 1 || kdf.t_cost > 100 || kdf.m_cost_kib < 8 ||
+	    kdf.m_cost_kib > 4u * 1024 * 1024 || kdf.parallelism < 1 || kdf.parallelism > 16) {
+		g_set_error(err, KMS_ADMIN_ERROR, KMS_ADMIN_ERROR_AUTH,
+		    "administrator %s: the stored key's KDF parameters are out of range", name);
+		return NULL;
+	}
 	ctx = admin_ctx(kms_db_get_int(r, 0, 0));
 	sealed = kms_db_get_bytes(r, 0, 2);
 	if ((kek = kms_kdf_derive(password, &kdf, err)) == NULL)
