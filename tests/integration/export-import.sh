@@ -129,7 +129,7 @@ check "kmsctl export alice --to B's certificate --fingerprint (upper case)" "$KM
 like "$T/out" "exported 1 user with 2 keys to the vault with transport certificate $(echo "$FPB" | cut -c1-8)" "it reports users, keys and target"
 is "$(stat -c %a "$T/alice.bundle" 2>/dev/null)" 600 "the bundle is mode 0600"
 like "$T/alice.bundle.explog" "^user alice@example.org: 2 escrowed key\(s\) exported and removed here, 2 certificate\(s\) revoked" "the .explog names the user and counts"
-like "$T/alice.bundle.explog" "certificate serial $(serial_of "$T/alice1.crt" | tr A-F a-f | sed 's/^0*//')" "and the serials"
+like "$T/alice.bundle.explog" "certificate serial 0*$(serial_of "$T/alice1.crt" | tr A-F a-f | sed 's/^0*//')" "and the serials"
 unlike "$T/alice.bundle.explog" "PRIVATE|MII" "and no key material"
 is "$(psql_db kms "SELECT count(*) FROM requests WHERE kind = 'export' AND result IS NOT NULL")" 0 "the bundle is cleared from the request once written"
 check "the bundle is CMS enveloped data" sh -c "openssl cms -cmsout -inform DER -in '$T/alice.bundle' -print | grep -q 'authEnvelopedData\|envelopedData'"
