@@ -46,11 +46,15 @@ echo "== installing missing packages"
 PG_BINDIR=$(pgbin)
 
 echo "== building"
+# build output is logged in the state directory, never in a build
+# directory we did not make (KMS_BUILD: make distcheck's must stay clean)
+mkdir -p "$state" && chmod 0711 "$state"
+mklog=$state/make.out
 cd "$top" || exit 1
 [ -x configure ] || autoreconf -fi >/dev/null || exit 1
 mkdir -p "$build" && cd "$build" || exit 1
-[ -f Makefile ] || "$top/configure" >configure.out 2>&1 || { tail -20 configure.out; exit 1; }
-make -j"$(nproc)" >make.out 2>&1 || { tail -30 make.out; exit 1; }
+[ -f Makefile ] || "$top/configure" >"$state/configure.out" 2>&1 || { tail -20 "$state/configure.out"; exit 1; }
+make -j"$(nproc)" >"$mklog" 2>&1 || { tail -30 "$mklog"; exit 1; }
 KMSCTL=$build/keyvault/kmsctl
 
 echo "== private PostgreSQL vault in $pgdir"
@@ -180,7 +184,7 @@ echo "Its private key is escrowed, sealed, in the vault: kmsctl recover demo@exa
 # bench/milter-load plays the MTA (it applies the milter's changes as an MTA
 # would and writes the result), and demo's key from her PKCS#12 reads it.
 echo "== encryption demo: a message to demo@example.org with 'X-KMS-Encrypt: yes'"
-make -C "$build" bench/milter-load >>"$build/make.out" 2>&1 || { tail -20 "$build/make.out"; exit 1; }
+make -C "$build" bench/milter-load >>"$mklog" 2>&1 || { tail -20 "$mklog"; exit 1; }
 {
 	printf 'From: boss@example.org\r\nTo: demo@example.org\r\nSubject: quarterly figures\r\n'
 	printf 'X-KMS-Encrypt: yes\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n'
