@@ -534,22 +534,28 @@ kms_admin_verify(const guint8 *pub, gsize pub_len, const guint8 digest[KMS_ADMIN
 
 /* --- requests and votes --------------------------------------------------- */
 
-gboolean
-kms_request_digest(PGconn *c, gint64 id, guint8 digest[KMS_ADMIN_DIGEST_LEN], GError **err)
+/* Request ID's row, read once: kind, payload::text, requested_by (0:
+ * none), signing-time expiry (epoch), signature, whether it has expired;
+ * and its DIGEST. NULL with *err when there is no such request. */
+static PGresult *
+request_row(PGconn *c, gint64 id, guint8 digest[KMS_ADMIN_DIGEST_LEN], GError **err)
 {
 	KmsDbParams q = KMS_DB_PARAMS_INIT;
-	g_autoptr(PGresult) r = NULL;
+	PGresult *r;
 	g_autoptr(GByteArray) m = g_byte_array_new();
 
 	kms_db_param_int(&q, id);
 	r = kms_db_run(c, "SELECT kind, payload::text, coalesce(requested_by, 0),"
-	    " floor(extract(epoch FROM expires_at))::bigint FROM requests WHERE id = $1", &q, err);
+	    " floor(extract(epoch FROM expires_at))::bigint, signature,"
+	    " floor(extract(epoch FROM expires_at))::bigint < floor(extract(epoch FROM now()))"
+	    " FROM requests WHERE id = $1", &q, err);
 	if (r == NULL)
-		return FALSE;
+		return NULL;
 	if (PQntuples(r) == 0) {
+		PQclear(r);
 		g_set_error(err, KMS_ADMIN_ERROR, KMS_ADMIN_ERROR_REFUSED, "no request %" G_GINT64_FORMAT,
 		    id);
-		return FALSE;
+		return NULL;
 	}
 	put_cstr(m, "kmsmilter-request-v1");
 	put_u64(m, (guint64)id);
@@ -558,7 +564,16 @@ kms_request_digest(PGconn *c, gint64 id, guint8 digest[KMS_ADMIN_DIGEST_LEN], GE
 	put_u64(m, (guint64)kms_db_get_int(r, 0, 2));
 	put_u64(m, (guint64)kms_db_get_int(r, 0, 3));
 	SHA256(m->data, m->len, digest);
-	return TRUE;
+	return r;
+}
+
+gboolean
+kms_request_digest(PGconn *c, gint64 id, guint8 digest[KMS_ADMIN_DIGEST_LEN], GError **err)
+{
+	PGresult *r = request_row(c, id, digest, err);
+
+	PQclear(r);
+	return r != NULL;
 }
 
 void
@@ -652,11 +667,7 @@ kms_approval_check(PGconn *c, const KmsSecret *key, gint64 id, gboolean ignore_e
 	int op;
 
 	memset(res, 0, sizeof(*res));
-	kms_db_param_int(&q, id);
-	r = kms_db_run(c, "SELECT kind, coalesce(requested_by, 0), signature,"
-	    " floor(extract(epoch FROM expires_at))::bigint < floor(extract(epoch FROM now()))"
-	    " FROM requests WHERE id = $1", &q, err);
-	if (r == NULL || !kms_request_digest(c, id, digest, err))
+	if ((r = request_row(c, id, digest, err)) == NULL)
 		return FALSE;
 	op = kms_operation_of_kind(PQgetvalue(r, 0, 0));
 	if (op < 0) {
@@ -666,7 +677,7 @@ kms_approval_check(PGconn *c, const KmsSecret *key, gint64 id, gboolean ignore_e
 	if (!kms_approval_policy_load(c, key, &pol, err))
 		return FALSE;
 	res->need = pol.need[op];
-	by = kms_db_get_int(r, 0, 1);
+	by = kms_db_get_int(r, 0, 2);
 	res->state = KMS_APPROVAL_INVALID;
 	if (by == 0) {
 		/* nobody signed: only an operation that needs no administrator */
@@ -677,7 +688,7 @@ kms_approval_check(PGconn *c, const KmsSecret *key, gint64 id, gboolean ignore_e
 		res->state = KMS_APPROVAL_APPROVED;
 		return TRUE;
 	}
-	sig = PQgetisnull(r, 0, 2) ? NULL : kms_db_get_bytes(r, 0, 2);
+	sig = PQgetisnull(r, 0, 4) ? NULL : kms_db_get_bytes(r, 0, 4);
 	if (!admin_verified(c, key, by, pub, &requester)) {
 		res->detail = g_strdup_printf("the requesting administrator (id %" G_GINT64_FORMAT
 		    ") is not a valid administrator", by);
@@ -693,7 +704,6 @@ kms_approval_check(PGconn *c, const KmsSecret *key, gint64 id, gboolean ignore_e
 		res->state = KMS_APPROVAL_APPROVED;
 		return TRUE;
 	}
-	kms_db_params_clear(&q);
 	kms_db_param_int(&q, id);
 	v = kms_db_run(c, "SELECT admin_id, admin_name, decision, signature FROM approvals"
 	    " WHERE request_id = $1 ORDER BY at, admin_id", &q, err);
@@ -733,7 +743,7 @@ kms_approval_check(PGconn *c, const KmsSecret *key, gint64 id, gboolean ignore_e
 	}
 	if (res->have >= res->need)
 		res->state = KMS_APPROVAL_APPROVED;
-	else if (!ignore_expiry && strcmp(PQgetvalue(r, 0, 3), "t") == 0)
+	else if (!ignore_expiry && strcmp(PQgetvalue(r, 0, 5), "t") == 0)
 		res->state = KMS_APPROVAL_EXPIRED;
 	else
 		res->state = KMS_APPROVAL_WAITING;
