@@ -80,6 +80,11 @@ gboolean kmsctl_audit_alone(KmsVault *v, const char *action, JsonObject *detail)
  * when none is named and REQUIRED is FALSE. Prints the error. The audit
  * actor becomes "admin NAME". *OUT is borrowed (CTL keeps it). */
 gboolean kmsctl_admin(KmsCtl *ctl, KmsVault *v, gboolean required, KmsAdmin **out);
+/* kms_request_submit (admin.h) of KIND with PAYLOAD as the acting
+ * administrator (CTL->admin, may be NULL), expiring after [admin]
+ * approval_ttl; in the caller's transaction. */
+gboolean kmsctl_request(KmsCtl *ctl, PGconn *db, const char *kind, JsonObject *payload,
+    gint64 *id, gboolean *pending, GError **err);
 int kmsctl_cmd_admin(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_requests(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_approve(KmsCtl *ctl, int argc, char **argv);

@@ -127,6 +127,14 @@ kmsctl_init_admins(KmsCtl *ctl, KmsVault *v, const char *name, const char *pwfil
 	}
 }
 
+gboolean
+kmsctl_request(KmsCtl *ctl, PGconn *db, const char *kind, JsonObject *payload,
+    gint64 *id, gboolean *pending, GError **err)
+{
+	return kms_request_submit(db, ctl->admin, kind, payload, 0,
+	    kms_config_get_int(ctl->cfg, "admin", "approval_ttl"), id, pending, err);
+}
+
 /* Print what submitting request ID did. */
 static void
 print_request(gint64 id, gboolean pending, const char *what)
@@ -218,8 +226,7 @@ admin_add(KmsCtl *ctl, int argc, char **argv)
 		json_object_set_int_member(p, "admin_id", id);
 		json_object_set_string_member(p, "name", argv[1]);
 		json_object_set_string_member(p, "public_key", pub);
-		if (!kms_request_submit(db, me, "admin-add", p, 0,
-		    kms_config_get_int(ctl->cfg, "admin", "approval_ttl"), &rid, &pending, &e))
+		if (!kmsctl_request(ctl, db, "admin-add", p, &rid, &pending, &e))
 			goto failed;
 		json_object_set_int_member(d, "request_id", rid);
 		json_object_set_string_member(d, "admin", argv[1]);
@@ -264,8 +271,8 @@ admin_remove(KmsCtl *ctl, int argc, char **argv)
 		return KMSCTL_FAIL;
 	}
 	json_object_set_string_member(p, "name", argv[1]);
-	if (!kms_db_begin(db, &e) || !kms_request_submit(db, me, "admin-remove", p, 0,
-	    kms_config_get_int(ctl->cfg, "admin", "approval_ttl"), &rid, &pending, &e) ||
+	if (!kms_db_begin(db, &e) ||
+	    !kmsctl_request(ctl, db, "admin-remove", p, &rid, &pending, &e) ||
 	    !kms_db_commit(db, &e)) {
 		kms_db_rollback(db);
 		rc = kmsctl_fail_error(e);
@@ -710,8 +717,8 @@ kmsctl_cmd_approvals(KmsCtl *ctl, int argc, char **argv)
 		}
 		counts = kms_approval_policy_format(&pol);
 		json_object_set_string_member(p, "counts", counts);
-		if (!kms_db_begin(db, &e) || !kms_request_submit(db, me, "approvals-set", p, 0,
-		    kms_config_get_int(ctl->cfg, "admin", "approval_ttl"), &rid, &pending, &e) ||
+		if (!kms_db_begin(db, &e) ||
+		    !kmsctl_request(ctl, db, "approvals-set", p, &rid, &pending, &e) ||
 		    !kms_db_commit(db, &e)) {
 			kms_db_rollback(db);
 			rc = kmsctl_fail_error(e);
@@ -785,15 +792,17 @@ kmsctl_recover_gated(KmsCtl *ctl, int argc, char **argv)
 		g_autoptr(JsonObject) p = json_object_new();
 		g_autoptr(JsonObject) d = json_object_new();
 		gint64 rid;
-		gboolean pending;
+		gboolean pending, ok;
 
 		json_object_set_string_member(p, "address", argv[i]);
 		json_object_set_string_member(d, "address", argv[i]);
-		if (!kms_db_begin(db, &ae) || !kms_enroll_can_recover(db, argv[i], &ae) ||
-		    !kms_request_submit(db, me, "recover-start", p, 0,
-			kms_config_get_int(ctl->cfg, "admin", "approval_ttl"), &rid, &pending, &ae) ||
-		    (json_object_set_int_member(d, "request_id", rid), FALSE) ||
-		    !kms_audit_append(db, "recovery requested", d, &ae) || !kms_db_commit(db, &ae)) {
+		ok = kms_db_begin(db, &ae) && kms_enroll_can_recover(db, argv[i], &ae) &&
+		    kmsctl_request(ctl, db, "recover-start", p, &rid, &pending, &ae);
+		if (ok) {
+			json_object_set_int_member(d, "request_id", rid);
+			ok = kms_audit_append(db, "recovery requested", d, &ae) && kms_db_commit(db, &ae);
+		}
+		if (!ok) {
 			kms_db_rollback(db);
 			failed++;
 			fprintf(stderr, "kmsctl: %s: %s\n", argv[i], ae ? ae->message : "failed");

@@ -94,8 +94,8 @@ normalize_hex(const char *s)
 /*
  * Create request KIND with PAYLOAD and DATA (requests.result, may be
  * NULL) and wake kmsd; *id gets its row, *queued whether kmsd may run it
- * now. The one place requests are made here: with administrators'
- * approvals this becomes kms_request_submit (admin.h).
+ * now. Signed by the acting administrator and gated by the approval
+ * policy (kmsctl_request).
  */
 static gboolean
 submit_request(KmsCtl *ctl, PGconn *db, const char *kind, JsonObject *payload, GBytes *data,
@@ -104,12 +104,9 @@ submit_request(KmsCtl *ctl, PGconn *db, const char *kind, JsonObject *payload, G
 	KmsDbParams p = KMS_DB_PARAMS_INIT;
 	gboolean pending;
 
-	/* signed by the acting administrator and gated by the approval
-	 * policy (admin.h); the payload carries the bundle's SHA-256, so the
-	 * signatures cover the bundle too */
+	/* the payload carries the bundle's SHA-256: the signatures cover it */
 	if (!kms_db_begin(db, err) ||
-	    !kms_request_submit(db, ctl->admin, kind, payload, 0,
-		kms_config_get_int(ctl->cfg, "admin", "approval_ttl"), id, &pending, err))
+	    !kmsctl_request(ctl, db, kind, payload, id, &pending, err))
 		goto failed;
 	if (data) {
 		kms_db_param_int(&p, *id);

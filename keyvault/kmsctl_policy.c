@@ -259,8 +259,7 @@ policy_change(KmsCtl *ctl, int argc, char **argv, gboolean unset)
 			json_object_set_string_member(pl, "name", name);
 			json_object_set_array_member(pl, "keys", json_array_ref(ka));
 			json_object_set_array_member(pl, "values", json_array_ref(va));
-			if (!kms_request_submit(db, ctl->admin, "policy-set", pl, 0,
-			    kms_config_get_int(ctl->cfg, "admin", "approval_ttl"), &rid, &pending, &e) ||
+			if (!kmsctl_request(ctl, db, "policy-set", pl, &rid, &pending, &e) ||
 			    !kms_db_commit(db, &e)) {
 				kms_db_rollback(db);
 				kms_vault_close(v);

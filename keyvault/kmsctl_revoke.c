@@ -231,8 +231,7 @@ revoke_targets(KmsCtl *ctl, PGconn *db, GPtrArray *targets, const char *reason,
 		}
 		json_object_set_array_member(p, "targets", json_array_ref(ta));
 		json_object_set_string_member(p, "reason", reason);
-		return kms_request_submit(db, ctl->admin, "revoke", p, 0,
-		    kms_config_get_int(ctl->cfg, "admin", "approval_ttl"), request, &pending, err);
+		return kmsctl_request(ctl, db, "revoke", p, request, &pending, err);
 	}
 	return kms_revoke_apply(db, targets->len, ids, serials, addresses, reason,
 	    ctl->admin ? ctl->admin->name : g_get_user_name(),
