@@ -90,9 +90,11 @@ int kmsctl_cmd_requests(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_approve(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_reject(KmsCtl *ctl, int argc, char **argv);
 int kmsctl_cmd_approvals(KmsCtl *ctl, int argc, char **argv);	/* policy approvals */
-/* kmsctl recover when the approval policy gates it: an approval request
- * per address ("Request: ID"); -1 when recovery is not gated. */
-int kmsctl_recover_gated(KmsCtl *ctl, int argc, char **argv);
+/* kmsctl recover (options already parsed, V connected) when the approval
+ * policy gates it: an approval request per address of ADDRS ("Request:
+ * ID"); -1 when recovery is not gated. */
+int kmsctl_recover_gated(KmsCtl *ctl, KmsVault *v, GPtrArray *addrs, const char *deliver,
+    gboolean json);
 /* init: the approval policy row and, with NAME, the first administrator. */
 gboolean kmsctl_init_admins(KmsCtl *ctl, KmsVault *v, const char *name, const char *pwfile,
     GError **err);

@@ -735,68 +735,40 @@ out:
 /* --- recover under approvals ------------------------------------------------ */
 
 int
-kmsctl_recover_gated(KmsCtl *ctl, int argc, char **argv)
+kmsctl_recover_gated(KmsCtl *ctl, KmsVault *v, GPtrArray *addrs, const char *deliver,
+    gboolean json)
 {
-	g_autofree char *deliver = NULL;
-	gboolean json = FALSE;
-	const GOptionEntry entries[] = {
-		{"deliver", 0, 0, G_OPTION_ARG_STRING, &deliver, "mail (only, under approvals)",
-		 "HOW"},
-		{"json", 0, 0, G_OPTION_ARG_NONE, &json, "one JSON document", NULL},
-		G_OPTION_ENTRY_NULL
-	};
 	g_autoptr(GError) e = NULL;
 	KmsAdmin *me = NULL;
 	g_autoptr(JsonBuilder) b = NULL;
 	KmsApprovalPolicy pol;
-	KmsVault *v;
-	PGconn *db;
-	int rc, failed = 0;
+	PGconn *db = kms_vault_db(v);
+	int failed = 0;
 
-	if (kmsctl_config(ctl) == NULL)
-		return KMSCTL_FAIL;
-	if ((v = kmsctl_connect(ctl)) == NULL)
-		return KMSCTL_FAIL;
-	db = kms_vault_db(v);
-	if (!kms_approval_policy_read(db, &pol, &e)) {
-		kms_vault_close(v);
+	if (!kms_approval_policy_read(db, &pol, &e))
 		return kmsctl_fail_error(e);
-	}
-	if (pol.need[KMS_OP_RECOVER] < 2) {
-		kms_vault_close(v);
+	if (pol.need[KMS_OP_RECOVER] < 2)
 		return -1;
-	}
-	if ((rc = kmsctl_parse(ctl, &argc, &argv, entries, "ADDR...",
-	    "Recover users' escrowed keys (each address: a request for approvals).")) != KMSCTL_OK)
-		goto out;
-	if (argc < 2) {
-		fprintf(stderr, "usage: kmsctl recover ADDR...\n");
-		rc = KMSCTL_USAGE;
-		goto out;
-	}
-	if (deliver && strcmp(deliver, "mail") != 0) {
-		rc = kmsctl_fail("recovery needs %d approvals here: the token goes by mail once"
+	if (deliver && strcmp(deliver, "mail") != 0)
+		return kmsctl_fail("recovery needs %d approvals here: the token goes by mail once"
 		    " approved (--deliver out-of-band is not available)", pol.need[KMS_OP_RECOVER]);
-		goto out;
-	}
-	if (!kmsctl_admin(ctl, v, TRUE, &me)) {
-		rc = KMSCTL_FAIL;
-		goto out;
-	}
+	if (!kmsctl_admin(ctl, v, TRUE, &me))
+		return KMSCTL_FAIL;
 	if (json) {
 		b = json_builder_new();
 		json_builder_begin_array(b);
 	}
-	for (int i = 1; i < argc; i++) {
+	for (guint i = 0; i < addrs->len; i++) {
+		const char *addr = g_ptr_array_index(addrs, i);
 		g_autoptr(GError) ae = NULL;
 		g_autoptr(JsonObject) p = json_object_new();
 		g_autoptr(JsonObject) d = json_object_new();
 		gint64 rid;
 		gboolean pending, ok;
 
-		json_object_set_string_member(p, "address", argv[i]);
-		json_object_set_string_member(d, "address", argv[i]);
-		ok = kms_db_begin(db, &ae) && kms_enroll_can_recover(db, argv[i], &ae) &&
+		json_object_set_string_member(p, "address", addr);
+		json_object_set_string_member(d, "address", addr);
+		ok = kms_db_begin(db, &ae) && kms_enroll_can_recover(db, addr, &ae) &&
 		    kmsctl_request(ctl, db, "recover-start", p, &rid, &pending, &ae);
 		if (ok) {
 			json_object_set_int_member(d, "request_id", rid);
@@ -805,18 +777,18 @@ kmsctl_recover_gated(KmsCtl *ctl, int argc, char **argv)
 		if (!ok) {
 			kms_db_rollback(db);
 			failed++;
-			fprintf(stderr, "kmsctl: %s: %s\n", argv[i], ae ? ae->message : "failed");
+			fprintf(stderr, "kmsctl: %s: %s\n", addr, ae ? ae->message : "failed");
 			continue;
 		}
 		if (json) {
 			json_builder_begin_object(b);
 			json_builder_set_member_name(b, "address");
-			json_builder_add_string_value(b, argv[i]);
+			json_builder_add_string_value(b, addr);
 			json_builder_set_member_name(b, "request");
 			json_builder_add_int_value(b, rid);
 			json_builder_end_object(b);
 		} else {
-			printf("%s\n", argv[i]);
+			printf("%s\n", addr);
 			print_request(rid, pending, "the recovery");
 		}
 	}
@@ -824,8 +796,5 @@ kmsctl_recover_gated(KmsCtl *ctl, int argc, char **argv)
 		json_builder_end_array(b);
 		kmsctl_print_json(b);
 	}
-	rc = failed ? KMSCTL_FAIL : KMSCTL_OK;
-out:
-	kms_vault_close(v);
-	return rc;
+	return failed ? KMSCTL_FAIL : KMSCTL_OK;
 }

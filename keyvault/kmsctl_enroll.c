@@ -141,6 +141,11 @@ run(KmsCtl *ctl, int argc, char **argv, const char *purpose)
 		return kmsctl_fail_error(e);
 	if ((v = kmsctl_connect(ctl)) == NULL)
 		return KMSCTL_FAIL;
+	/* under approvals, a recovery is a request for them (kmsctl_admin.c) */
+	if (recover && (rc = kmsctl_recover_gated(ctl, v, addrs, deliver, json)) >= 0) {
+		kms_vault_close(v);
+		return rc;
+	}
 	db = kms_vault_db(v);
 	p.purpose = purpose;
 	p.token_ttl = kms_config_get_int(ctl->cfg, "enrollment", "token_ttl");
@@ -283,7 +288,5 @@ kmsctl_cmd_enroll(KmsCtl *ctl, int argc, char **argv)
 int
 kmsctl_cmd_recover(KmsCtl *ctl, int argc, char **argv)
 {
-	int rc = kmsctl_recover_gated(ctl, argc, argv);
-
-	return rc >= 0 ? rc : run(ctl, argc, argv, "recover");
+	return run(ctl, argc, argv, "recover");
 }
