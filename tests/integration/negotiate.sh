@@ -164,5 +164,6 @@ expect_exit 1 "kms_milter cannot change policy" "$KMSCTL" -c "$T/milter-role.con
 
 kill -TERM "$MPID"; wait "$MPID"; rc=$?
 is "$rc" 0 "kmsmilter exits 0 on SIGTERM"
+[ "$rc" = 0 ] || diag "$(tail -40 "$T/milter.log")"
 unlike "$T/milter.log" "AddressSanitizer|runtime error" "no sanitizer report in the milter log"
 done_testing
