@@ -11,7 +11,9 @@
 #     token mails are marked done (they are not what is measured), and one
 #     `vaulttool queue-reply -` process queues N enroll requests exactly as
 #     kmsmilter does for accepted replies (token used, password sealed to
-#     the queue key). The requests are held (status awaiting-approval),
+#     the queue key). The requests are held (status 'running', which no
+#     kmsd picks up; 'awaiting-approval' would go through the approval
+#     check, and an ungated enroll would start at once),
 #     kmsd is started with [enrollment] key_type = TYPE (log level info, as
 #     deployed) and waits until it is ready (vault unsealed); then the requests are released with one
 #     UPDATE and NOTIFY, and the time runs until all N are done: key
@@ -77,15 +79,16 @@ kmsd_side() {
 	    awk '/^Token: /{print a, $2; next} {a=$1}' >"$T/pairs"
 	psql_kms "UPDATE requests SET status = 'done' WHERE kind = 'mail' AND status = 'queued'"
 	"$VAULTTOOL" -c "$CONF" -p "$T/pw" queue-reply - <"$T/pairs" >/dev/null || bail "queue-reply failed"
-	psql_kms "UPDATE requests SET status = 'awaiting-approval' WHERE status = 'queued'"
+	psql_kms "UPDATE requests SET status = 'running' WHERE status = 'queued'"
 	"$KMSD" -c "$CONF" -f 2>"$RAW/kmsd-$type-$3.log" &
 	kpid=$!; bg_pids="$bg_pids $kpid"
 	until grep -q "ready" "$RAW/kmsd-$type-$3.log"; do
 		i=$((i + 1)); [ $i -gt 300 ] && { echo "kmsd did not start" >&2; kill "$kpid"; exit 1; }
 		sleep 0.1
 	done
+	[ "$(count_done "$dom")" = 0 ] || bail "requests were done before the clock started"
 	c0=$(cpu_ticks "$kpid"); t0=$(now)
-	psql_kms "UPDATE requests SET status = 'queued' WHERE status = 'awaiting-approval'; NOTIFY kms_requests"
+	psql_kms "UPDATE requests SET status = 'queued' WHERE status = 'running'; NOTIFY kms_requests"
 	i=0
 	until [ "$(count_done "$dom")" = "$n" ]; do
 		i=$((i + 1)); [ $i -gt 12000 ] && { echo "kmsd did not finish" >&2; kill "$kpid"; exit 1; }

@@ -191,7 +191,7 @@ publish_locked(KmsWorker *w, gint64 request_id, gboolean if_due, gint64 *number,
 	g_autoptr(GPtrArray) serials = g_ptr_array_new_with_free_func(g_free);
 	g_autoptr(GArray) revoked = NULL;
 	g_autofree char *next = NULL;
-	KmsVaultCa *ca = NULL;
+	const KmsVaultCa *ca;
 	EVP_PKEY *key = NULL;
 	X509_CRL *crl = NULL;
 	unsigned char *der = NULL;
@@ -222,7 +222,7 @@ publish_locked(KmsWorker *w, gint64 request_id, gboolean if_due, gint64 *number,
 	    &p, err))
 		return FALSE;
 
-	if ((ca = kms_vault_ca_load(w->vault, err)) == NULL)
+	if ((ca = kms_worker_ca(w, NULL, err)) == NULL)
 		return FALSE;
 	if (ca->id != ca_id || ca->cert == NULL) {
 		g_set_error(err, KMS_VAULT_ERROR, KMS_VAULT_ERROR_NOT_INITIALIZED,
@@ -230,12 +230,10 @@ publish_locked(KmsWorker *w, gint64 request_id, gboolean if_due, gint64 *number,
 		goto out;
 	}
 	if ((revoked = load_revoked(db, ca->cert, serials, err)) == NULL ||
-	    (key = kms_vault_ca_key(w->vault, ca, err)) == NULL)
+	    kms_worker_ca(w, &key, err) == NULL)
 		goto out;
 	crl = kms_crl_build(ca->cert, key, (const KmsRevoked *)(void *)revoked->data,
 	    revoked->len, n, crl_days(w), err);
-	EVP_PKEY_free(key);
-	key = NULL;
 	if (crl == NULL)
 		goto out;
 	if ((der_len = i2d_X509_CRL(crl, &der)) <= 0 ||
@@ -270,8 +268,6 @@ publish_locked(KmsWorker *w, gint64 request_id, gboolean if_due, gint64 *number,
 out:
 	OPENSSL_free(der);
 	X509_CRL_free(crl);
-	EVP_PKEY_free(key);
-	kms_vault_ca_free(ca);
 	return ok;
 }
 

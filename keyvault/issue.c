@@ -45,8 +45,8 @@ typedef struct {
 	gint64 id;
 	gint64 user_id;
 	const char *address;
-	KmsVaultCa *ca;
-	EVP_PKEY *ca_key;
+	const KmsVaultCa *ca;	/* the worker's (kms_worker_ca) */
+	EVP_PKEY *ca_key;	/* the worker's */
 	KmsSecret *password;
 	gboolean pin;		/* the password is the administrator's PIN */
 	GArray *entries;	/* KmsP12Entry, pointing into the arrays below */
@@ -70,8 +70,6 @@ job_clear(Job *j)
 		g_ptr_array_unref(j->certs);
 	if (j->names)
 		g_ptr_array_unref(j->names);
-	EVP_PKEY_free(j->ca_key);
-	kms_vault_ca_free(j->ca);
 	kms_secret_free(j->password);
 	g_free(j->expiry);
 }
@@ -471,7 +469,7 @@ kms_work_enroll(KmsWorker *w, gint64 id, const char *kind, const char *payload,
 	j.names = g_ptr_array_new_with_free_func(g_free);
 	j.chain = sk_X509_new_null();
 
-	if ((j.ca = kms_vault_ca_load(w->vault, err)) == NULL)
+	if ((j.ca = kms_worker_ca(w, NULL, err)) == NULL)
 		goto out;
 	if (j.ca->cert == NULL || strcmp(j.ca->status, "active") != 0) {
 		g_set_error(err, KMS_VAULT_ERROR, KMS_VAULT_ERROR_NOT_INITIALIZED,
@@ -482,7 +480,7 @@ kms_work_enroll(KmsWorker *w, gint64 id, const char *kind, const char *payload,
 	if (!open_password(&j, json_node_get_object(root), err))
 		goto out;
 	if (enroll) {
-		if ((j.ca_key = kms_vault_ca_key(w->vault, j.ca, err)) == NULL ||
+		if (kms_worker_ca(w, &j.ca_key, err) == NULL ||
 		    !do_enroll(&j, json_node_get_object(root), err))
 			goto out;
 		/* last: once the MTA has the mail, only the commit remains

@@ -31,10 +31,47 @@ kms_worker_init(KmsWorker *w, KmsVault *v, const KmsConfig *cfg, GError **err)
 	return w->queue_priv != NULL;
 }
 
+static void
+worker_ca_drop(KmsWorker *w)
+{
+	EVP_PKEY_free(w->ca_key);
+	w->ca_key = NULL;
+	w->ca = kms_vault_ca_free(w->ca);
+	g_clear_pointer(&w->ca_version, g_free);
+}
+
 void
 kms_worker_clear(KmsWorker *w)
 {
 	w->queue_priv = kms_secret_free(w->queue_priv);
+	worker_ca_drop(w);
+}
+
+const KmsVaultCa *
+kms_worker_ca(KmsWorker *w, EVP_PKEY **key, GError **err)
+{
+	/* the same row kms_vault_ca_load() takes */
+	g_autoptr(PGresult) r = kms_db_run(kms_vault_db(w->vault),
+	    "SELECT id::text || '/' || xmin::text FROM ca WHERE status IN ('active', 'pending')"
+	    " ORDER BY status = 'active' DESC, id DESC LIMIT 1", NULL, err);
+	const char *version;
+
+	if (r == NULL)
+		return NULL;
+	version = PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "";
+	if (w->ca == NULL || g_strcmp0(version, w->ca_version) != 0) {
+		/* read after the version: never older than what it names */
+		worker_ca_drop(w);
+		if ((w->ca = kms_vault_ca_load(w->vault, err)) == NULL)
+			return NULL;
+		w->ca_version = g_strdup(version);
+	}
+	if (key != NULL) {
+		if (w->ca_key == NULL && (w->ca_key = kms_vault_ca_key(w->vault, w->ca, err)) == NULL)
+			return NULL;
+		*key = w->ca_key;
+	}
+	return w->ca;
 }
 
 gboolean

@@ -27,12 +27,18 @@
 #include "common/mailer.h"
 #include "common/secret.h"
 #include "keyvault/vault.h"
+#include "keyvault/vaultca.h"
 
 typedef struct {
 	KmsVault *vault;	/* unsealed (borrowed) */
 	const KmsConfig *cfg;	/* borrowed */
 	KmsSecret *queue_priv;	/* owned */
 	KmsMailer mailer;
+	/* kms_worker_ca(): the CA row's version ("ID/XMIN") and what was
+	 * parsed and opened from it; owned */
+	char *ca_version;
+	KmsVaultCa *ca;
+	EVP_PKEY *ca_key;
 } KmsWorker;
 
 /* Load the queue key; FALSE with *err when the vault has none. */
@@ -45,6 +51,17 @@ void kms_worker_clear(KmsWorker *w);
 gboolean kms_worker_send(KmsWorker *w, const char *name, const char *to, const char *const *vars,
     const char *attachment_name, const char *attachment_type, GBytes *attachment,
     GError **err);
+
+/*
+ * The vault's current CA, as kms_vault_ca_load() chooses it, and with KEY
+ * non-NULL also its opened private key; NULL with *err when there is none
+ * or it cannot be opened. Both belong to W and stay valid until the next
+ * call. They are parsed and opened once per version of the CA row (its id
+ * and xmin: every UPDATE of the row, such as a new CRL or a re-sealing,
+ * makes a new version), not once per request; one small SELECT per call
+ * checks the version.
+ */
+const KmsVaultCa *kms_worker_ca(KmsWorker *w, EVP_PKEY **key, GError **err);
 
 /* Claim and do one request. *did is FALSE when none was waiting. A failed
  * request is recorded and FALSE returned with *err. */
