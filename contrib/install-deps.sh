@@ -8,7 +8,7 @@ libglib2.0-dev libglib2.0-dev-bin libgmime-3.0-dev libjson-glib-dev
 libssl-dev openssl libpq-dev postgresql postgresql-client
 libmilter-dev miltertest libargon2-dev libgfshare-dev libcurl4-openssl-dev
 python3 ca-certificates clang libclang-rt-14-dev
-gpgsm libnss3-tools swaks postfix"
+gpgsm libnss3-tools swaks postfix groff-base"
 
 missing=
 for p in $PACKAGES; do

@@ -6,6 +6,7 @@
  *	kmsctl export ADDR... | --all --to TARGET.crt --fingerprint FIRST8HEX --out BUNDLE
  *	kmsctl export --fetch ID --out BUNDLE
  *	kmsctl import BUNDLE [--source-fingerprint HEX]
+ *	kmsctl import --report ID BUNDLE
  * DESCRIPTION
  *	transport-cert prints this vault's transport certificate (PEM) and
  *	its SHA-256 fingerprint, for the administrator of a source vault.
@@ -16,7 +17,11 @@
  *	BUNDLE (mode 0600, never over an existing file), clears that column
  *	and writes the report BUNDLE.explog. import queues an "import"
  *	request carrying the bundle (requests.result; its SHA-256 in the
- *	payload), waits, and writes BUNDLE.implog. A request kmsd refuses
+ *	payload), waits, and writes BUNDLE.implog. An export or import the
+ *	approval policy holds prints its request id and exits; once kmsd has
+ *	done it, export --fetch writes the bundle and import --report writes
+ *	BUNDLE.implog (BUNDLE must be the file the request carried: its
+ *	SHA-256 is compared with the payload's). A request kmsd refuses
  *	ends the command with exit 1 and kmsd's reason. When no kmsd answers
  *	within --timeout seconds the request is cancelled (a row kmsd is
  *	working on cannot be: then its outcome is waited for).
@@ -513,93 +518,54 @@ out:
 	return rc;
 }
 
-/* kmsctl import BUNDLE [--source-fingerprint HEX] */
-int
-kmsctl_cmd_import(KmsCtl *ctl, int argc, char **argv)
+/* FILE read whole as a bundle; NULL with *err. g_bytes_unref. */
+static GBytes *
+read_bundle(const char *file, GError **err)
 {
-	g_autofree char *src_arg = NULL, *src = NULL, *data = NULL, *status = NULL, *why = NULL;
-	g_autofree char *sha = NULL, *logfile = NULL, *now = NULL, *base = NULL;
-	int timeout = WAIT_DEFAULT;
-	const GOptionEntry entries[] = {
-		{"source-fingerprint", 0, 0, G_OPTION_ARG_STRING, &src_arg,
-		 "refuse the bundle unless the source vault's transport certificate starts so", "HEX"},
-		{"timeout", 0, 0, G_OPTION_ARG_INT, &timeout,
-		 "seconds to wait for kmsd (default 120)", "S"},
-		G_OPTION_ENTRY_NULL
-	};
+	struct stat st;
+	char *data;
+	gsize len;
+
+	if (stat(file, &st) != 0) {
+		int saved = errno;
+
+		g_set_error(err, G_FILE_ERROR, g_file_error_from_errno(saved), "%s: %s", file,
+		    g_strerror(saved));
+		return NULL;
+	}
+	if (st.st_size > BUNDLE_MAX) {
+		g_set_error(err, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s: larger than %d MiB, not a"
+		    " bundle", file, BUNDLE_MAX >> 20);
+		return NULL;
+	}
+	if (!g_file_get_contents(file, &data, &len, err))
+		return NULL;
+	return g_bytes_new_take(data, len);
+}
+
+/*
+ * Write FILE.implog from the report kmsd left in import request ID (done)
+ * and print the summary; SHA is FILE's SHA-256. The direct import and
+ * import --report both end here.
+ */
+static int
+write_import_report(PGconn *db, gint64 id, const char *file, const char *sha)
+{
 	g_autoptr(GError) e = NULL;
-	g_autoptr(JsonObject) payload = json_object_new();
 	g_autoptr(JsonParser) parser = json_parser_new();
-	g_autoptr(GBytes) bundle = NULL;
 	g_autoptr(GString) log = g_string_new(NULL);
+	g_autofree char *logfile = NULL, *now = NULL;
 	JsonObject *rep;
 	JsonArray *users;
-	struct stat st;
-	KmsVault *v;
-	gboolean queued;
-	gsize len;
-	gint64 id;
-	int rc;
 
-	if ((rc = kmsctl_parse(ctl, &argc, &argv, entries, "BUNDLE",
-	    "Import users and their key history from a bundle another vault exported.")) != KMSCTL_OK)
-		return rc;
-	if (argc != 2 || timeout < 1) {
-		fprintf(stderr, "usage: kmsctl import BUNDLE [--source-fingerprint HEX]\n");
-		return KMSCTL_USAGE;
-	}
-	if (src_arg && ((src = normalize_hex(src_arg)) == NULL || strlen(src) < 8)) {
-		fprintf(stderr, "kmsctl import: --source-fingerprint wants 8 to 64 hex digits\n");
-		return KMSCTL_USAGE;
-	}
-	if (stat(argv[1], &st) != 0)
-		return kmsctl_fail("%s: %s", argv[1], g_strerror(errno));
-	if (st.st_size > BUNDLE_MAX)
-		return kmsctl_fail("%s: larger than %d MiB, not a bundle", argv[1], BUNDLE_MAX >> 20);
-	if (!g_file_get_contents(argv[1], &data, &len, &e))
-		return kmsctl_fail_error(e);
-	bundle = g_bytes_new_take(g_steal_pointer(&data), len);
-	sha = g_compute_checksum_for_bytes(G_CHECKSUM_SHA256, bundle);
-	base = g_path_get_basename(argv[1]);
-	json_object_set_string_member(payload, "file", base);
-	json_object_set_int_member(payload, "size", (gint64)len);
-	json_object_set_string_member(payload, "bundle_sha256", sha);
-	if (src)
-		json_object_set_string_member(payload, "source_fingerprint", src);
-	if ((v = kmsctl_connect(ctl)) == NULL)
-		return KMSCTL_FAIL;
-	if (!submit_request(ctl, kms_vault_db(v), "import", payload, bundle, &id, &queued, &e)) {
-		rc = kmsctl_fail("%s; nothing imported", e->message);
-		goto out;
-	}
-	if (!queued) {
-		printf("Request: %" G_GINT64_FORMAT "\nthe import waits for approvals\n", id);
-		rc = KMSCTL_OK;
-		goto out;
-	}
-	if (!wait_request(kms_vault_db(v), id, timeout, &status, &why, &e)) {
-		rc = kmsctl_fail("%s (request %" G_GINT64_FORMAT ")", e->message, id);
-		goto out;
-	}
-	if (strcmp(status, "done") != 0) {
-		KmsDbParams p = KMS_DB_PARAMS_INIT;
-
-		kms_db_param_int(&p, id);
-		(void)kms_db_exec(kms_vault_db(v), "UPDATE requests SET result = NULL WHERE id = $1",
-		    &p, NULL);
-		rc = kmsctl_fail("import refused: %s; nothing imported", *why ? why : status);
-		goto out;
-	}
-	if ((rep = request_report(kms_vault_db(v), id, parser, &e)) == NULL) {
-		rc = kmsctl_fail("imported, but request %" G_GINT64_FORMAT " has no report", id);
-		goto out;
-	}
+	if ((rep = request_report(db, id, parser, &e)) == NULL)
+		return kmsctl_fail("imported, but request %" G_GINT64_FORMAT " has no report", id);
 	users = array_member(rep, "users");
 	now = now_iso();
 	g_string_append_printf(log, "kmsmilter import log\nwritten: %s\nbundle file: %s (sha256 %s)\n"
 	    "bundle id: %s\nrequest: %" G_GINT64_FORMAT "\nsource transport certificate: %s\n"
 	    "target transport certificate: %s\nusers: %u\nkeys imported: %" G_GINT64_FORMAT "\n"
-	    "keys already held: %" G_GINT64_FORMAT "\n", now, argv[1], sha,
+	    "keys already held: %" G_GINT64_FORMAT "\n", now, file, sha,
 	    json_object_get_string_member_with_default(rep, "bundle_id", "?"), id,
 	    json_object_get_string_member_with_default(rep, "source", "?"),
 	    json_object_get_string_member_with_default(rep, "target", "?"),
@@ -620,7 +586,7 @@ kmsctl_cmd_import(KmsCtl *ctl, int argc, char **argv)
 			g_string_append_printf(log, " %s", json_array_get_string_element(serials, k));
 		g_string_append_c(log, '\n');
 	}
-	logfile = g_strconcat(argv[1], ".implog", NULL);
+	logfile = g_strconcat(file, ".implog", NULL);
 	write_log(logfile, log);
 	printf("imported bundle %s from the vault with transport certificate %.8s: %u user%s,"
 	    " %" G_GINT64_FORMAT " key%s; report %s\n",
@@ -630,7 +596,148 @@ kmsctl_cmd_import(KmsCtl *ctl, int argc, char **argv)
 	    users && json_array_get_length(users) == 1 ? "" : "s",
 	    json_object_get_int_member_with_default(rep, "keys", 0),
 	    json_object_get_int_member_with_default(rep, "keys", 0) == 1 ? "" : "s", logfile);
-	rc = KMSCTL_OK;
+	return KMSCTL_OK;
+}
+
+/* What an import request in STATUS (not done) is doing, for a refusal. */
+static const char *
+not_done_phrase(const char *status)
+{
+	if (strcmp(status, "awaiting-approval") == 0)
+		return "still waits for approvals (kmsctl requests list)";
+	if (strcmp(status, "queued") == 0 || strcmp(status, "running") == 0)
+		return "is approved but kmsd has not done it yet (is kmsd running?)";
+	if (strcmp(status, "failed") == 0)
+		return "failed: nothing was imported";
+	if (strcmp(status, "rejected") == 0)
+		return "was rejected: nothing was imported";
+	if (strcmp(status, "expired") == 0)
+		return "expired before it was approved: nothing was imported";
+	return "is not done";
+}
+
+/*
+ * kmsctl import --report ID BUNDLE: the .implog of an import request
+ * that waited for approvals, once kmsd has done it. BUNDLE must be the
+ * file the request carried (same SHA-256), so the report names it.
+ */
+static int
+report_import(PGconn *db, gint64 id, const char *file)
+{
+	g_autoptr(GError) e = NULL;
+	g_autoptr(GBytes) bundle = NULL;
+	g_autoptr(PGresult) r = NULL;
+	g_autofree char *sha = NULL;
+	KmsDbParams p = KMS_DB_PARAMS_INIT;
+	const char *kind, *status, *why, *want;
+
+	if ((bundle = read_bundle(file, &e)) == NULL)
+		return kmsctl_fail_error(e);
+	sha = g_compute_checksum_for_bytes(G_CHECKSUM_SHA256, bundle);
+	kms_db_param_int(&p, id);
+	r = kms_db_run(db, "SELECT kind, status, coalesce(last_error, ''),"
+	    " coalesce(payload->>'bundle_sha256', '') FROM requests WHERE id = $1", &p, &e);
+	if (r == NULL)
+		return kmsctl_fail_error(e);
+	if (PQntuples(r) == 0)
+		return kmsctl_fail("no request %" G_GINT64_FORMAT, id);
+	kind = PQgetvalue(r, 0, 0);
+	status = PQgetvalue(r, 0, 1);
+	why = PQgetvalue(r, 0, 2);
+	want = PQgetvalue(r, 0, 3);
+	if (strcmp(kind, "import") != 0)
+		return kmsctl_fail("request %" G_GINT64_FORMAT " is %s %s request, not an import",
+		    id, *kind && strchr("aeiou", *kind) ? "an" : "a", kind);
+	if (strcmp(sha, want) != 0)
+		return kmsctl_fail("%s is not the bundle of import request %" G_GINT64_FORMAT
+		    " (its SHA-256 is %.16s..., the request's bundle has %.16s...);"
+		    " no report written", file, id, sha, *want ? want : "none");
+	if (strcmp(status, "done") != 0)
+		return kmsctl_fail("import request %" G_GINT64_FORMAT " %s%s%s; no report written",
+		    id, not_done_phrase(status), *why ? ": " : "", why);
+	return write_import_report(db, id, file, sha);
+}
+
+/* kmsctl import BUNDLE [--source-fingerprint HEX] | --report ID BUNDLE */
+int
+kmsctl_cmd_import(KmsCtl *ctl, int argc, char **argv)
+{
+	g_autofree char *src_arg = NULL, *src = NULL, *status = NULL, *why = NULL;
+	g_autofree char *sha = NULL, *base = NULL, *report_arg = NULL;
+	int timeout = WAIT_DEFAULT;
+	const GOptionEntry entries[] = {
+		{"source-fingerprint", 0, 0, G_OPTION_ARG_STRING, &src_arg,
+		 "refuse the bundle unless the source vault's transport certificate starts so", "HEX"},
+		{"timeout", 0, 0, G_OPTION_ARG_INT, &timeout,
+		 "seconds to wait for kmsd (default 120)", "S"},
+		{"report", 0, 0, G_OPTION_ARG_STRING, &report_arg,
+		 "write BUNDLE.implog for import request ID that waited for approvals", "ID"},
+		G_OPTION_ENTRY_NULL
+	};
+	g_autoptr(GError) e = NULL;
+	g_autoptr(JsonObject) payload = json_object_new();
+	g_autoptr(GBytes) bundle = NULL;
+	KmsVault *v;
+	gboolean queued;
+	guint64 report = 0;
+	gint64 id;
+	int rc;
+
+	if ((rc = kmsctl_parse(ctl, &argc, &argv, entries, "BUNDLE",
+	    "Import users and their key history from a bundle another vault exported.")) != KMSCTL_OK)
+		return rc;
+	if (argc != 2 || timeout < 1 || (report_arg && (src_arg ||
+	    !g_ascii_string_to_unsigned(report_arg, 10, 1, G_MAXINT64, &report, NULL)))) {
+		fprintf(stderr, "usage: kmsctl import BUNDLE [--source-fingerprint HEX]\n"
+		    "       kmsctl import --report ID BUNDLE\n");
+		return KMSCTL_USAGE;
+	}
+	if (src_arg && ((src = normalize_hex(src_arg)) == NULL || strlen(src) < 8)) {
+		fprintf(stderr, "kmsctl import: --source-fingerprint wants 8 to 64 hex digits\n");
+		return KMSCTL_USAGE;
+	}
+	if (report_arg) {
+		if ((v = kmsctl_connect(ctl)) == NULL)
+			return KMSCTL_FAIL;
+		rc = report_import(kms_vault_db(v), (gint64)report, argv[1]);
+		kms_vault_close(v);
+		return rc;
+	}
+	if ((bundle = read_bundle(argv[1], &e)) == NULL)
+		return kmsctl_fail_error(e);
+	sha = g_compute_checksum_for_bytes(G_CHECKSUM_SHA256, bundle);
+	base = g_path_get_basename(argv[1]);
+	json_object_set_string_member(payload, "file", base);
+	json_object_set_int_member(payload, "size", (gint64)g_bytes_get_size(bundle));
+	json_object_set_string_member(payload, "bundle_sha256", sha);
+	if (src)
+		json_object_set_string_member(payload, "source_fingerprint", src);
+	if ((v = kmsctl_connect(ctl)) == NULL)
+		return KMSCTL_FAIL;
+	if (!submit_request(ctl, kms_vault_db(v), "import", payload, bundle, &id, &queued, &e)) {
+		rc = kmsctl_fail("%s; nothing imported", e->message);
+		goto out;
+	}
+	if (!queued) {
+		printf("Request: %" G_GINT64_FORMAT "\nthe import waits for approvals; once done:"
+		    " kmsctl import --report %" G_GINT64_FORMAT " %s\n", id, id, argv[1]);
+		rc = KMSCTL_OK;
+		goto out;
+	}
+	if (!wait_request(kms_vault_db(v), id, timeout, &status, &why, &e)) {
+		rc = kmsctl_fail("%s (request %" G_GINT64_FORMAT ")", e->message, id);
+		goto out;
+	}
+	if (strcmp(status, "done") != 0) {
+		KmsDbParams p = KMS_DB_PARAMS_INIT;
+
+		kms_db_param_int(&p, id);
+		(void)kms_db_exec(kms_vault_db(v), "UPDATE requests SET result = NULL WHERE id = $1",
+		    &p, NULL);
+		rc = kmsctl_fail("import refused: %s; nothing imported", *why ? why : status);
+		goto out;
+	}
+	rc = write_import_report(kms_vault_db(v), id, argv[1], sha);
 out:
 	kms_vault_close(v);
 	return rc;
