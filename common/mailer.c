@@ -32,6 +32,7 @@ G_DEFINE_QUARK(kms-mailer-error-quark, kms_mailer_error)
 
 #define CONNECT_TIMEOUT 10L
 #define TOTAL_TIMEOUT 60L
+#define KEEP_IDLE_MAX 20L	/* s; MTAs drop idle clients (Postfix: 300 s, 10 s under stress) */
 
 /* Headers set here that extra headers may not repeat. */
 static const char *const reserved_headers[] = {
@@ -490,7 +491,13 @@ typedef struct {
 	const guint8 *data;
 	gsize len;
 	gsize pos;
+	gboolean asked;		/* curl asked for the message: DATA was accepted */
 } Upload;
+
+/* A kept connection lives in the connection cache of its easy handle. */
+struct KmsMailConnection {
+	CURL *c;		/* NULL until the first submission */
+};
 
 /* CURLOPT_READFUNCTION: the next piece of the message. */
 static size_t
@@ -499,6 +506,7 @@ upload_read(char *buf, size_t size, size_t nitems, void *userp)
 	Upload *u = userp;
 	size_t n = MIN(size * nitems, u->len - u->pos);
 
+	u->asked = TRUE;
 	memcpy(buf, u->data + u->pos, n);
 	u->pos += n;
 	return n;
@@ -509,6 +517,66 @@ static gpointer
 curl_init_once(gpointer unused)
 {
 	return GINT_TO_POINTER((int)curl_global_init(CURL_GLOBAL_DEFAULT));
+}
+
+KmsMailConnection *
+kms_mail_connection_new(void)
+{
+	/* the handle waits for the first submission, after curl_global_init */
+	return g_new0(KmsMailConnection, 1);
+}
+
+/* Seconds to wait for the reply to QUIT when a kept connection closes
+ * (curl's own default is 120 s, and its total timeout does not apply). */
+#define QUIT_TIMEOUT 5L
+
+void
+kms_mail_connection_close(KmsMailConnection *kc)
+{
+	if (kc == NULL || kc->c == NULL)
+		return;
+	curl_easy_setopt(kc->c, CURLOPT_SERVER_RESPONSE_TIMEOUT, QUIT_TIMEOUT);
+	curl_easy_cleanup(kc->c);	/* QUIT on a connection still open */
+	kc->c = NULL;
+}
+
+KmsMailConnection *
+kms_mail_connection_free(KmsMailConnection *kc)
+{
+	if (kc == NULL)
+		return NULL;
+	kms_mail_connection_close(kc);
+	g_free(kc);
+	return NULL;
+}
+
+/* KC's handle, made on first use, with the last submission's options gone
+ * but its connection kept (curl_easy_reset keeps live connections). */
+static CURL *
+kept_handle(KmsMailConnection *kc)
+{
+	if (kc->c == NULL)
+		kc->c = curl_easy_init();
+	else
+		curl_easy_reset(kc->c);
+	return kc->c;
+}
+
+/* TRUE when transfer RC failed as one does on a kept connection the server
+ * closed meanwhile (a race with curl's check that it is still alive),
+ * before curl asked for any of the message U: the server cannot have it,
+ * so one more try on a new connection cannot deliver it twice. */
+static gboolean
+stale_connection(CURL *c, CURLcode rc, const Upload *u)
+{
+	long connects = -1;
+
+	if (rc != CURLE_SEND_ERROR && rc != CURLE_RECV_ERROR && rc != CURLE_GOT_NOTHING)
+		return FALSE;
+	/* 0: no new connection for this transfer, so it used a kept one */
+	if (curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects) != CURLE_OK || connects != 0)
+		return FALSE;
+	return !u->asked && u->pos == 0;
 }
 
 /* URL without any "user:password@" (all up to the last '@' goes, so a
@@ -564,7 +632,7 @@ kms_mail_submit_many(const KmsMailer *m, const char *const *to, gsize n, GBytes 
 		return invalid(err, "mail submission URL %s: want smtp://host:port or "
 		    "smtps://host:port", where);
 	if (GPOINTER_TO_INT(g_once(&once, curl_init_once, NULL)) != CURLE_OK
-	    || (c = curl_easy_init()) == NULL) {
+	    || (c = m->keep != NULL ? kept_handle(m->keep) : curl_easy_init()) == NULL) {
 		g_set_error(err, KMS_MAILER_ERROR, KMS_MAILER_ERROR_SEND,
 		    "cannot send mail via %s: libcurl failed to initialise", where);
 		return FALSE;
@@ -593,10 +661,24 @@ kms_mail_submit_many(const KmsMailer *m, const char *const *to, gsize n, GBytes 
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, TOTAL_TIMEOUT);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, detail);
+#if LIBCURL_VERSION_NUM >= 0x074100
+	if (m->keep != NULL)
+		curl_easy_setopt(c, CURLOPT_MAXAGE_CONN, KEEP_IDLE_MAX);
+#endif
 
 	rc = curl_easy_perform(c);
+	if (m->keep != NULL && stale_connection(c, rc, &up)) {
+		up.pos = 0;
+		up.asked = FALSE;
+		detail[0] = '\0';
+		curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
+		rc = curl_easy_perform(c);
+	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-	curl_easy_cleanup(c);
+	if (m->keep != NULL)
+		curl_easy_reset(c);	/* the handle outlives DETAIL, UP and RCPT */
+	else
+		curl_easy_cleanup(c);
 	curl_slist_free_all(rcpt);
 	if (rc == CURLE_OK)
 		return TRUE;

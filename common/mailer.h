@@ -11,7 +11,13 @@
  *	ones that look like encoded words) are RFC 2047 encoded words.
  *	kms_mail_submit() hands a built message to the MTA with libcurl
  *	(smtp:// or smtps://, connect timeout 10 s, total 60 s, no signals:
- *	safe in threads); kms_mail_send() does both.
+ *	safe in threads); kms_mail_send() does both. By default each
+ *	submission has its own connection (connect, EHLO, ..., QUIT); a
+ *	KmsMailConnection in KmsMailer.keep keeps it open for the next one
+ *	instead (one idle over 20 s is not reused: MTAs drop idle
+ *	clients); a kept connection the server has closed meanwhile is
+ *	replaced without the caller noticing and without sending any
+ *	message twice.
  * SECURITY
  *	No header is ever built from unchecked text: line breaks in an
  *	address, the subject, the attachment's name or type are refused as
@@ -38,10 +44,27 @@ typedef enum {
 	KMS_MAILER_ERROR_SEND,		/* the SMTP submission failed */
 } KmsMailerError;
 
+/* An SMTP connection kept open between submissions; opaque. */
+typedef struct KmsMailConnection KmsMailConnection;
+
 typedef struct {
 	const char *url;	/* smtp://host:port or smtps://host:port */
 	const char *from;	/* envelope sender and From: header (bare address) */
+	/* when non-NULL (borrowed), the SMTP connection is kept open between
+	 * submissions through it; one thread at a time. NULL: a connection
+	 * per submission */
+	KmsMailConnection *keep;
 } KmsMailer;
+
+/* A connection to keep, not yet connected (the first submission through
+ * it connects); the caller frees it with kms_mail_connection_free(). */
+KmsMailConnection *kms_mail_connection_new(void);
+/* Close KC's connection, if open, politely (QUIT, its reply awaited for 5 s
+ * at most); KC stays usable, and the next submission connects again. */
+void kms_mail_connection_close(KmsMailConnection *kc);
+/* Close KC's connection, if open, politely (QUIT) and free KC (NULL is
+ * fine); returns NULL. */
+KmsMailConnection *kms_mail_connection_free(KmsMailConnection *kc);
 
 /* The message for TO (bare address), as bytes ready to submit. SUBJECT and
  * BODY_TEXT are UTF-8 (any line ends). ATTACHMENT may be NULL; then NAME

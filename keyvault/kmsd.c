@@ -133,6 +133,10 @@ drain_queue(Kmsd *k)
 		if (!kms_worker_run_one(&k->worker, &did, &e))
 			break;
 	}
+	/* the mails of a burst share one SMTP connection; an idle kmsd holds
+	 * none (it would keep an smtpd process of the MTA busy) */
+	if (!did)
+		kms_mail_connection_close(k->worker.mailer.keep);
 }
 
 /* Publish the CRL when due and keep crl_dir current (crlpub.h). A

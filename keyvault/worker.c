@@ -27,6 +27,9 @@ kms_worker_init(KmsWorker *w, KmsVault *v, const KmsConfig *cfg, GError **err)
 	w->cfg = cfg;
 	w->mailer.url = kms_config_get(cfg, "mail", "submit");
 	w->mailer.from = kms_config_get(cfg, "mail", "from");
+	/* one thread runs the worker: it may keep its SMTP connection open
+	 * between mails rather than greet the MTA anew for each */
+	w->mailer.keep = kms_mail_connection_new();
 	w->queue_priv = kms_queue_key_private(v, err);
 	return w->queue_priv != NULL;
 }
@@ -44,6 +47,7 @@ void
 kms_worker_clear(KmsWorker *w)
 {
 	w->queue_priv = kms_secret_free(w->queue_priv);
+	w->mailer.keep = kms_mail_connection_free(w->mailer.keep);
 	worker_ca_drop(w);
 }
 
@@ -212,7 +216,7 @@ kms_worker_run_one(KmsWorker *w, gboolean *did, GError **err)
 		    PQgetvalue(r, 0, 3), e->message);
 		kms_db_param_text(&p, e->message);
 		if (!kms_db_exec(db, "UPDATE requests SET status = 'failed', finished_at = now(),"
-		    " attempts = attempts + 1, last_error = $2,"
+		    " attempts = attempts + 1, last_error = $2, result = NULL,"
 		    " payload = payload - 'sealed_token' - 'sealed_password' WHERE id = $1", &p, err) ||
 		    !kms_db_commit(db, err)) {
 			kms_db_rollback(db);

@@ -33,7 +33,7 @@ typedef struct {
 	KmsVault *vault;	/* unsealed (borrowed) */
 	const KmsConfig *cfg;	/* borrowed */
 	KmsSecret *queue_priv;	/* owned */
-	KmsMailer mailer;
+	KmsMailer mailer;	/* its keep is owned: one SMTP connection kept open */
 	/* kms_worker_ca(): the CA row's version ("ID/XMIN") and what was
 	 * parsed and opened from it; owned */
 	char *ca_version;
@@ -41,8 +41,11 @@ typedef struct {
 	EVP_PKEY *ca_key;
 } KmsWorker;
 
-/* Load the queue key; FALSE with *err when the vault has none. */
+/* Load the queue key; FALSE with *err when the vault has none. Call
+ * kms_worker_clear() either way. */
 gboolean kms_worker_init(KmsWorker *w, KmsVault *v, const KmsConfig *cfg, GError **err);
+/* Free what W owns and QUIT its SMTP connection; W zeroed but never
+ * initialised is fine too. */
 void kms_worker_clear(KmsWorker *w);
 
 /* Render template NAME (mailtemplates.h, or its file in [enrollment]

@@ -499,7 +499,7 @@ submit_copy(KmsConnection *conn, KmsMessage *msg, const char *from, GPtrArray *m
 	g_autoptr(GBytes) orig = NULL;
 	g_autoptr(GBytes) copy = NULL;
 	GByteArray *b;
-	KmsMailer m = { conn->state->submit_url, from };
+	KmsMailer m = { conn->state->submit_url, from, NULL };	/* a connection per copy */
 	gboolean ok;
 	gsize len;
 	const guint8 *data;

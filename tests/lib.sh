@@ -169,6 +169,23 @@ start_sink() {
 }
 
 # write_password FILE PASSWORD: one line, mode 0600.
+# start_smtp_log MODE: tests/smtp-log.py in MODE, logging into $T/MODE (a
+# new directory); sets PORT.
+start_smtp_log() {
+	local i=0
+	mkdir "$T/$1"
+	PORT=$(free_port)
+	python3 "$top_srcdir/tests/smtp-log.py" "$1" "$PORT" "$T/$1" 2>"$T/$1.err" &
+	bg_pids="$bg_pids $!"
+	until grep -q "^0 listening$" "$T/$1/log" 2>/dev/null; do
+		i=$((i + 1))
+		[ $i -gt 50 ] && bail "smtp-log.py did not start: $(cat "$T/$1.err")"
+		sleep 0.1
+	done
+}
+# events MODE WHAT: how many WHAT events the smtp-log.py in MODE logged.
+events() { grep -c " $2\$" "$T/$1/log"; }
+
 write_password() {
 	(umask 077; printf '%s\n' "$2" >"$1")
 }

@@ -4,7 +4,9 @@
 # attachment come back byte for byte, lines are CRLF and short, non-ASCII
 # subjects are RFC 2047 encoded; header injection is refused before
 # anything is sent; an unreachable or refusing server gives one line that
-# names it (without credentials). No database.
+# names it (without credentials). Mails through a kept connection
+# (mailtool --count) share one TCP connection; one the server closed is
+# replaced, and a mail is never sent twice. No database.
 . "$top_srcdir/tests/lib.sh"
 
 MAILTOOL="$top_builddir/tests/mailtool"
@@ -217,6 +219,52 @@ dump_of "$(cat "$T/out")" >/dev/null
 is "$(dumps)" "$((before + 1))" "nothing was sent for the refused mails"
 cat "$T"/dump/* >"$T/all-dumps"
 unlike "$T/all-dumps" "mallory" "no injected recipient anywhere"
+
+# --- several mails through one kept connection -----------------------------
+before=$(dumps)
+check "3 mails through one kept connection are sent" "$MAILTOOL" --url "$URL" \
+	--from kms@example.org --to alice@example.org --subject "kept" --body-file "$T/ascii" \
+	--count 3
+is "$(grep -c '^<' "$T/out")" 3 "each one reported"
+id5=$(head -1 "$T/out")
+i=0
+while [ "$(dumps)" -lt $((before + 3)) ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+is "$(dumps)" "$((before + 3))" "all 3 arrived at smtp-sink"
+is "$(grep -l -F "Message-ID: $id5" "$T"/dump/* | wc -l)" 3 "all 3 are that mail"
+
+# kept MODE DESC: 3 mails through one kept connection to smtp-log.py in MODE.
+kept() {
+	start_smtp_log "$1"
+	check "$2" "$MAILTOOL" --url "smtp://127.0.0.1:$PORT" --from kms@example.org \
+		--to alice@example.org --subject "kept $1" --body-file "$T/ascii" --count 3 \
+		--save "$T/saved-$1"
+}
+
+kept keep "3 mails through one kept connection (counting server)"
+is "$(events keep connect)" 1 "over one TCP connection"
+is "$(events keep data)" 3 "in 3 transactions"
+is "$(events keep quit)" 1 "closed with QUIT at the end"
+check "the third arrived byte for byte" cmp "$T/keep/msg.1.3" "$T/saved-keep"
+
+kept close "a kept connection the server closed after each mail is replaced"
+is "$(events close data)" 3 "each mail arrived once"
+is "$(events close connect)" 3 "on a new connection each"
+
+kept drop-mail "a kept connection found dead only at MAIL is replaced"
+is "$(events drop-mail dropped)" 2 "(the server dropped it twice)"
+is "$(events drop-mail data)" 3 "each mail arrived exactly once"
+is "$(events drop-mail connect)" 3 "the one lost at MAIL sent again on a new connection"
+check "that one byte for byte" cmp "$T/drop-mail/msg.3.1" "$T/saved-drop-mail"
+
+start_smtp_log drop-data
+expect_exit 1 "a connection lost after the message was sent fails" "$MAILTOOL" \
+	--url "smtp://127.0.0.1:$PORT" --from kms@example.org --to alice@example.org \
+	--subject "kept drop-data" --body-file "$T/ascii" --count 3
+like "$T/err" "^mailtool: mail 2 of 3: cannot send mail via smtp://127\.0\.0\.1:$PORT: " \
+	"at the second mail, naming the server"
+one_line "$T/err" "in one line"
+is "$(events drop-data lost)" 1 "(the server took it and closed)"
+is "$(events drop-data connect)" 1 "not sent again: the server may have it"
 
 # --- unreachable and refusing servers ----------------------------------------
 closed=$(free_port)
