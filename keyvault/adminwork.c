@@ -94,8 +94,10 @@ kms_worker_approvals(KmsWorker *w)
 		kms_db_param_int(&q, id);
 		kms_db_param_text(&q, status);
 		kms_db_param_text(&q, res.detail);
+		/* a request that will not run keeps no bundle (an import's) */
 		if (!kms_db_exec(db, "UPDATE requests SET status = $2, last_error = $3,"
-		    " finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END WHERE id = $1",
+		    " finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END,"
+		    " result = CASE WHEN $2 = 'queued' THEN result END WHERE id = $1",
 		    &q, &e) ||
 		    (strcmp(status, "rejected") == 0 && strcmp(kind, "admin-add") == 0 &&
 		     !kms_db_exec(db, "DELETE FROM admins WHERE mac IS NULL AND id ="

@@ -150,6 +150,8 @@ expect_exit 1 "--report of a failed import is refused" "$KMSCTL" -c "$B" import 
 like "$T/err" "import request ${FID:-X} failed: nothing was imported: .*(does not decrypt|signature)" \
 	"with kmsd's reason"
 one_line "$T/err" "in one line"
+is "$(psql_b "SELECT count(*) FROM requests WHERE id = ${FID:-0} AND result IS NOT NULL")" 0 \
+	"the failed request keeps no copy of the bundle"
 [ -e "$T/damaged.bundle.implog" ] && not_ok "and no .implog" || ok "and no .implog"
 
 as alice import "$T/damaged.bundle" >"$T/rej.out" 2>&1
@@ -158,6 +160,8 @@ as bob reject "${JID:-0}" --comment "not this one" >/dev/null 2>&1
 poll 30 req_is kmsb "${JID:-0}" rejected
 expect_exit 1 "--report of a rejected import is refused" "$KMSCTL" -c "$B" import --report "${JID:-0}" "$T/damaged.bundle"
 like "$T/err" "import request ${JID:-X} was rejected" "it says so"
+is "$(psql_b "SELECT count(*) FROM requests WHERE id = ${JID:-0} AND result IS NOT NULL")" 0 \
+	"the rejected request keeps no copy of the bundle"
 
 is "$(keys_b)" 1 "vault B still holds one key of u1"
 check "kmsctl audit verify (vault B)" "$KMSCTL" -c "$B" audit verify
