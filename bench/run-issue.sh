@@ -1,7 +1,8 @@
 #!/bin/bash
 # run-issue.sh - kmsd's key issuance rate against openssl genpkey (issue 4)
 #
-#   bench/run-issue.sh [-r ROUNDS] [-n N_RSA3072] [-p N_P256] [-o FILE]
+#   bench/run-issue.sh [-r ROUNDS] [-n N_RSA3072] [-p N_P256] [-C CA_KEY_TYPE]
+#                      [-t "KEY_TYPES"] [-o FILE]
 #
 # Uses the programs in $top_builddir (default: build/; builds kmsd, kmsctl
 # and tests/vaulttool there when missing), a private PostgreSQL cluster and
@@ -24,6 +25,9 @@
 # Both sides run one after the other (order swapped every other round) and
 # are single-threaded. The ratio is kmsd's rate over openssl's; the medians
 # of the per-round figures are reported, with kmsd's CPU time per request.
+# -C: the CA's own key type ([ca] key_type at kmsctl init; default
+# rsa3072, the default of kmsmilter.conf); -t: the user key types to run
+# (default "rsa3072 p256").
 # Prints a Markdown section (also written to FILE with -o); raw figures in
 # $top_builddir/bench/issue-last-run/.
 # Defaults: 3 rounds, N = 60 (rsa3072: the time of one RSA key varies
@@ -39,14 +43,19 @@ ROUNDS=3
 NRSA=60
 NEC=200
 OUT=
+CATYPE=rsa3072
+TYPES="rsa3072 p256"
 CMDLINE="bench/run-issue.sh $*"
-while getopts "r:n:p:o:" opt; do
+while getopts "r:n:p:o:C:t:" opt; do
 	case $opt in
 	r) ROUNDS=$OPTARG ;;
 	n) NRSA=$OPTARG ;;
 	p) NEC=$OPTARG ;;
 	o) OUT=$OPTARG ;;
-	*) echo "usage: bench/run-issue.sh [-r ROUNDS] [-n N_RSA3072] [-p N_P256] [-o FILE]" >&2; exit 2 ;;
+	C) CATYPE=$OPTARG ;;
+	t) TYPES=$OPTARG ;;
+	*) echo "usage: bench/run-issue.sh [-r ROUNDS] [-n N_RSA3072] [-p N_P256] [-C CA_KEY_TYPE]" \
+	    "[-t KEY_TYPES] [-o FILE]" >&2; exit 2 ;;
 	esac
 done
 for prog in keyvault/kmsd keyvault/kmsctl tests/vaulttool; do
@@ -61,7 +70,7 @@ start_sink mail
 CONF=$T/kms.conf
 write_password "$T/pw" 'benchmark password'
 mkconf() { # mkconf KEY_TYPE
-	write_config "$CONF" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n[enrollment]\nkey_type = %s\n' "$PORT" "$1")"
+	write_config "$CONF" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n[enrollment]\nkey_type = %s\n[ca]\nkey_type = %s\n' "$PORT" "$1" "$CATYPE")"
 	sed -i "s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/pw|" "$CONF"
 }
 mkconf rsa3072
@@ -114,7 +123,7 @@ openssl_side() {
 }
 
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
-for type in rsa3072 p256; do
+for type in $TYPES; do
 	[ $type = rsa3072 ] && n=$NRSA || n=$NEC
 	for r in $(seq 1 "$ROUNDS"); do
 		if [ $((r % 2)) = 1 ]; then
@@ -129,9 +138,9 @@ done
 LOAD_AFTER=$(cut -d" " -f1-3 /proc/loadavg)
 
 python3 - "$RAW/raw.txt" "$CMDLINE" "$(nproc)" "$(lscpu | sed -n 's/^Model name: *//p' | head -1)" \
-    "$LOAD_BEFORE" "$LOAD_AFTER" "$(openssl version)" >"$RAW/section.md" <<'EOF'
+    "$LOAD_BEFORE" "$LOAD_AFTER" "$(openssl version)" "$CATYPE" >"$RAW/section.md" <<'EOF'
 import sys, statistics, datetime
-raw, cmd, ncpu, model, lb, la, ossl = sys.argv[1:8]
+raw, cmd, ncpu, model, lb, la, ossl, ca = sys.argv[1:9]
 rows = {}
 for line in open(raw):
     t, n, r, ks, kc, os_ = line.split()
@@ -139,7 +148,8 @@ for line in open(raw):
 now = datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M UTC')
 print(f"### Results: {now} (machine clock)\n")
 print(f"Command: `{cmd.strip()}` on {ncpu} cores ({model}), {ossl}; load average "
-      f"before {lb}, after {la}. Medians of {len(next(iter(rows.values())))} rounds.\n")
+      f"before {lb}, after {la}; the CA's key: {ca}. Medians of "
+      f"{len(next(iter(rows.values())))} rounds.\n")
 print("| key type | N | kmsd: requests/s | kmsd CPU ms/request | openssl genpkey: keys/s | ratio kmsd/openssl | ratios per round |")
 print("|---|---:|---:|---:|---:|---:|---|")
 for t, rs in rows.items():
