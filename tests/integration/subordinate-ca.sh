@@ -2,7 +2,8 @@
 # Subordinate CA: kmsctl init --ca-csr writes a request; a root made here
 # with the openssl CLI signs it; kmsctl ca install checks the chain link by
 # link (key, CA flags, names, signatures, validity) and names the bad link
-# when it refuses; issued certificates then verify up to that root.
+# when it refuses; issued certificates then verify up to that root. A kmsd
+# running across the install issues a waiting enrollment afterwards.
 . "$top_srcdir/tests/lib.sh"
 pg_start
 CONF=$T/kms.conf
@@ -63,8 +64,41 @@ expect_exit 1 "a chain that stops before a self-signed root is refused" "$KMSCTL
 expect_exit 1 "a file without a certificate is refused" "$KMSCTL" -c "$CONF" ca install "$T/sub.csr"
 like "$T/err" "sub.csr" "and names the file"
 
+# --- kmsd running across the install: an enrollment waits while the CA is
+# pending and is issued by the installed CA without a restart (kmsd keeps
+# the CA it loaded until the CA's row changes)
+start_sink mail
+printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n' "$PORT" >>"$CONF"
+sed -i "s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/pw|" "$CONF"
+TOK=$("$KMSCTL" -c "$CONF" enroll --deliver out-of-band carol@example.org 2>"$T/tok.err" | sed -n 's/^Token: //p')
+[ -n "$TOK" ] || bail "no token for carol: $(cat "$T/tok.err")"
+RID=$("$VAULTTOOL" -c "$CONF" -p "$T/pw" queue-reply carol@example.org "$TOK") || bail "queue-reply failed"
+"$KMSD" -c "$CONF" -f 2>"$T/kmsd.log" &
+KPID=$!; bg_pids="$bg_pids $KPID"
+# poll SECONDS SQL WANT: until the query prints WANT
+poll() {
+	local n=0
+	until [ "$(psql_kms "$2")" = "$3" ]; do
+		n=$((n + 1)); [ $n -ge $(($1 * 10)) ] && return 1; sleep 0.1
+	done
+}
+poll 30 "SELECT attempts >= 2 FROM requests WHERE id = ${RID:-0}" t
+is "$(psql_kms "SELECT status FROM requests WHERE id = ${RID:-0}")" queued \
+	"while the CA is pending, kmsd leaves the enrollment queued (tried twice)"
+like "$T/kmsd.log" "no active CA" "  ... and says why"
+
 check "the right chain is installed" "$KMSCTL" -c "$CONF" ca install "$T/sub.pem" "$T/root.pem"
 like "$T/out" "installed with a chain of 1 certificate" "install confirms"
+poll 30 "SELECT status FROM requests WHERE id = ${RID:-0}" done
+is "$(psql_kms "SELECT status FROM requests WHERE id = ${RID:-0}")" done \
+	"after the install the same kmsd issues it (no restart)"
+psql_kms "SELECT encode(c.der, 'hex') FROM certificates c JOIN users u ON u.id = c.user_id
+	WHERE lower(u.address) = 'carol@example.org' AND c.usage = 'encryption'" | xxd -r -p >"$T/carol.der"
+openssl x509 -inform DER -in "$T/carol.der" -out "$T/carol.pem" 2>/dev/null
+check "carol's certificate verifies to the root through the subordinate CA" \
+	openssl verify -purpose smimeencrypt -CAfile "$T/root.pem" -untrusted "$T/sub.pem" "$T/carol.pem"
+kill -TERM "$KPID"; wait "$KPID"; rc=$?
+is "$rc" 0 "kmsd stops cleanly"
 check "status shows the CA active" "$KMSCTL" -c "$CONF" status --json
 check "JSON: active subordinate CA" python3 -c '
 import json,sys; d=json.load(open(sys.argv[1]))["ca"]; assert d["status"]=="active" and d["days_left"]>=365, d' "$T/out"
