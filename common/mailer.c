@@ -491,7 +491,8 @@ typedef struct {
 	const guint8 *data;
 	gsize len;
 	gsize pos;
-	gboolean asked;		/* curl asked for the message: DATA was accepted */
+	gboolean asked;		/* curl asked for the message (DATA was accepted): set
+				 * before any byte of it goes */
 } Upload;
 
 /* A kept connection lives in the connection cache of its easy handle. */
@@ -576,7 +577,7 @@ stale_connection(CURL *c, CURLcode rc, const Upload *u)
 	/* 0: no new connection for this transfer, so it used a kept one */
 	if (curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects) != CURLE_OK || connects != 0)
 		return FALSE;
-	return !u->asked && u->pos == 0;
+	return !u->asked;
 }
 
 /* URL without any "user:password@" (all up to the last '@' goes, so a
@@ -668,8 +669,6 @@ kms_mail_submit_many(const KmsMailer *m, const char *const *to, gsize n, GBytes 
 
 	rc = curl_easy_perform(c);
 	if (m->keep != NULL && stale_connection(c, rc, &up)) {
-		up.pos = 0;
-		up.asked = FALSE;
 		detail[0] = '\0';
 		curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
 		rc = curl_easy_perform(c);

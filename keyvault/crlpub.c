@@ -222,7 +222,7 @@ publish_locked(KmsWorker *w, gint64 request_id, gboolean if_due, gint64 *number,
 	    &p, err))
 		return FALSE;
 
-	if ((ca = kms_worker_ca(w, NULL, err)) == NULL)
+	if ((ca = kms_worker_ca(w, err)) == NULL)
 		return FALSE;
 	if (ca->id != ca_id || ca->cert == NULL) {
 		g_set_error(err, KMS_VAULT_ERROR, KMS_VAULT_ERROR_NOT_INITIALIZED,
@@ -230,7 +230,7 @@ publish_locked(KmsWorker *w, gint64 request_id, gboolean if_due, gint64 *number,
 		goto out;
 	}
 	if ((revoked = load_revoked(db, ca->cert, serials, err)) == NULL ||
-	    kms_worker_ca(w, &key, err) == NULL)
+	    (key = kms_worker_ca_key(w, err)) == NULL)
 		goto out;
 	crl = kms_crl_build(ca->cert, key, (const KmsRevoked *)(void *)revoked->data,
 	    revoked->len, n, crl_days(w), err);

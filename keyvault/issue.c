@@ -469,7 +469,7 @@ kms_work_enroll(KmsWorker *w, gint64 id, const char *kind, const char *payload,
 	j.names = g_ptr_array_new_with_free_func(g_free);
 	j.chain = sk_X509_new_null();
 
-	if ((j.ca = kms_worker_ca(w, NULL, err)) == NULL)
+	if ((j.ca = kms_worker_ca(w, err)) == NULL)
 		goto out;
 	if (j.ca->cert == NULL || strcmp(j.ca->status, "active") != 0) {
 		g_set_error(err, KMS_VAULT_ERROR, KMS_VAULT_ERROR_NOT_INITIALIZED,
@@ -480,7 +480,7 @@ kms_work_enroll(KmsWorker *w, gint64 id, const char *kind, const char *payload,
 	if (!open_password(&j, json_node_get_object(root), err))
 		goto out;
 	if (enroll) {
-		if (kms_worker_ca(w, &j.ca_key, err) == NULL ||
+		if ((j.ca_key = kms_worker_ca_key(w, err)) == NULL ||
 		    !do_enroll(&j, json_node_get_object(root), err))
 			goto out;
 		/* last: once the MTA has the mail, only the commit remains

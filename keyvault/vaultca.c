@@ -161,13 +161,28 @@ kms_vault_ca_free(KmsVaultCa *ca)
 	return NULL;
 }
 
+/* The row kms_vault_ca_load() and kms_vault_ca_version() read. */
+#define CURRENT_CA \
+	" FROM ca WHERE status IN ('active', 'pending') ORDER BY status = 'active' DESC, id DESC" \
+	" LIMIT 1"
+
+char *
+kms_vault_ca_version(KmsVault *v, GError **err)
+{
+	g_autoptr(PGresult) r = kms_db_run(kms_vault_db(v),
+	    "SELECT id::text || '/' || xmin::text" CURRENT_CA, NULL, err);
+
+	if (r == NULL)
+		return NULL;
+	return g_strdup(PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+}
+
 KmsVaultCa *
 kms_vault_ca_load(KmsVault *v, GError **err)
 {
 	g_autoptr(PGresult) r = kms_db_run(kms_vault_db(v),
 	    "SELECT id, status, key_type, subject, certificate, csr, key_version, sealed_key,"
-	    " array_length(chain, 1) FROM ca WHERE status IN ('active', 'pending')"
-	    " ORDER BY status = 'active' DESC, id DESC LIMIT 1", NULL, err);
+	    " array_length(chain, 1)" CURRENT_CA, NULL, err);
 	g_autoptr(GBytes) cder = NULL, rder = NULL;
 	KmsVaultCa *ca;
 	int nchain;

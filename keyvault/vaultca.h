@@ -45,6 +45,10 @@ gboolean kms_vault_ca_install(KmsVault *v, X509 *cert, STACK_OF(X509) *chain,
 
 /* The active CA, or the pending one when none is active. Caller frees. */
 KmsVaultCa *kms_vault_ca_load(KmsVault *v, GError **err);
+/* The version of the row kms_vault_ca_load() reads, "ID/XMIN" ("" when
+ * there is none): any UPDATE of the row changes it. NULL with *err on a
+ * database error; g_free. */
+char *kms_vault_ca_version(KmsVault *v, GError **err);
 KmsVaultCa *kms_vault_ca_free(KmsVaultCa *ca);
 
 /* The CA's private key (unsealed vault). Caller EVP_PKEY_free()s. */

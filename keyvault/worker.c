@@ -52,30 +52,29 @@ kms_worker_clear(KmsWorker *w)
 }
 
 const KmsVaultCa *
-kms_worker_ca(KmsWorker *w, EVP_PKEY **key, GError **err)
+kms_worker_ca(KmsWorker *w, GError **err)
 {
-	/* the same row kms_vault_ca_load() takes */
-	g_autoptr(PGresult) r = kms_db_run(kms_vault_db(w->vault),
-	    "SELECT id::text || '/' || xmin::text FROM ca WHERE status IN ('active', 'pending')"
-	    " ORDER BY status = 'active' DESC, id DESC LIMIT 1", NULL, err);
-	const char *version;
+	g_autofree char *version = kms_vault_ca_version(w->vault, err);
 
-	if (r == NULL)
+	if (version == NULL)
 		return NULL;
-	version = PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "";
-	if (w->ca == NULL || g_strcmp0(version, w->ca_version) != 0) {
+	if (w->ca == NULL || strcmp(version, w->ca_version) != 0) {
 		/* read after the version: never older than what it names */
 		worker_ca_drop(w);
 		if ((w->ca = kms_vault_ca_load(w->vault, err)) == NULL)
 			return NULL;
-		w->ca_version = g_strdup(version);
-	}
-	if (key != NULL) {
-		if (w->ca_key == NULL && (w->ca_key = kms_vault_ca_key(w->vault, w->ca, err)) == NULL)
-			return NULL;
-		*key = w->ca_key;
+		w->ca_version = g_steal_pointer(&version);
 	}
 	return w->ca;
+}
+
+EVP_PKEY *
+kms_worker_ca_key(KmsWorker *w, GError **err)
+{
+	g_return_val_if_fail(w->ca != NULL, NULL);
+	if (w->ca_key == NULL)
+		w->ca_key = kms_vault_ca_key(w->vault, w->ca, err);
+	return w->ca_key;
 }
 
 gboolean

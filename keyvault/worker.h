@@ -56,15 +56,17 @@ gboolean kms_worker_send(KmsWorker *w, const char *name, const char *to, const c
     GError **err);
 
 /*
- * The vault's current CA, as kms_vault_ca_load() chooses it, and with KEY
- * non-NULL also its opened private key; NULL with *err when there is none
- * or it cannot be opened. Both belong to W and stay valid until the next
- * call. They are parsed and opened once per version of the CA row (its id
- * and xmin: every UPDATE of the row, such as a new CRL or a re-sealing,
- * makes a new version), not once per request; one small SELECT per call
- * checks the version.
+ * The vault's current CA, as kms_vault_ca_load() chooses it; NULL with
+ * *err when there is none. It belongs to W and stays valid until the next
+ * call. It is parsed once per version of the CA row (kms_vault_ca_version:
+ * every UPDATE of the row, such as a new CRL or a re-sealing, makes a new
+ * version), not once per request; one small SELECT per call checks the
+ * version.
  */
-const KmsVaultCa *kms_worker_ca(KmsWorker *w, EVP_PKEY **key, GError **err);
+const KmsVaultCa *kms_worker_ca(KmsWorker *w, GError **err);
+/* The private key of the CA the last kms_worker_ca() returned, opened at
+ * the first call for that CA; NULL with *err when it cannot be. W's. */
+EVP_PKEY *kms_worker_ca_key(KmsWorker *w, GError **err);
 
 /* Claim and do one request. *did is FALSE when none was waiting. A failed
  * request is recorded and FALSE returned with *err. */
