@@ -71,7 +71,7 @@ CONF=$T/kms.conf
 write_password "$T/pw" 'benchmark password'
 mkconf() { # mkconf KEY_TYPE
 	write_config "$CONF" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n[enrollment]\nkey_type = %s\n[ca]\nkey_type = %s\n' "$PORT" "$1" "$CATYPE")"
-	sed -i "s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/pw|" "$CONF"
+	kmsd_config "$CONF" "$T/pw"
 }
 mkconf rsa3072
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "kmsctl init failed"

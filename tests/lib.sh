@@ -135,6 +135,12 @@ write_config() {
 	} >"$1"
 }
 
+# kmsd_config CONF PASSWORD_FILE: add to a write_config file what kmsd
+# needs: the enroll address its mails name, its startup password file.
+kmsd_config() {
+	sed -i "s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $2|" "$1"
+}
+
 # free_port: a TCP port on 127.0.0.1 nobody listens on right now.
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -17,7 +17,8 @@ write_password "$T/pw" 'admins test startup password'
 for a in alice bob carol dave; do write_password "$T/$a.pw" "passphrase of $a, long enough"; done
 write_password "$T/wrong" 'not the passphrase'
 write_config "$CONF" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n[enrollment]\nkey_type = p256\n' "$PORT")"
-sed -i "s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/pw|; s|^heartbeat = .*|heartbeat = 1s|" "$CONF"
+kmsd_config "$CONF" "$T/pw"
+sed -i "s|^heartbeat = .*|heartbeat = 1s|" "$CONF"
 
 K() { "$KMSCTL" -c "$CONF" "$@"; }
 as() { # as ADMIN kmsctl-args...

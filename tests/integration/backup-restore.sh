@@ -21,7 +21,7 @@ write_password "$T/pw" 'backup test startup password'
 write_password "$T/bpw" 'backup test backup password'
 write_password "$T/wrong" 'not the right password'
 write_config "$CONF" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n[ca]\ncrl_dir = %s\ncrl_url = http://pki.example.org/kms.crl\n[enrollment]\nkey_type = p256\n' "$PORT" "$CRLDIR")"
-sed -i "s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/pw|" "$CONF"
+kmsd_config "$CONF" "$T/pw"
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "init failed"
 "$KMSCTL" -c "$CONF" ca show --pem >"$T/ca.pem" || bail "ca show failed"
 

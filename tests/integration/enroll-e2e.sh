@@ -27,7 +27,8 @@ pg_start
 CONF=$T/kms.conf
 write_password "$T/pw" 'enrollment end-to-end password'
 write_config "$CONF" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n[ca]\ncrl_url = http://pki.example.org/kms.crl' "$SMTPPORT")"
-sed -i "s|^socket = .*|socket = inet:$MILTERPORT@127.0.0.1|; s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/pw|" "$CONF"
+sed -i "s|^socket = .*|socket = inet:$MILTERPORT@127.0.0.1|" "$CONF"
+kmsd_config "$CONF" "$T/pw"
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "kmsctl init failed"
 "$KMSCTL" -c "$CONF" ca show --pem >"$T/ca.pem" || bail "kmsctl ca show failed"
 

@@ -17,7 +17,7 @@ write_password "$T/pw" 'issue test password'
 # mkconf [ENROLLMENT-LINES...]: the configuration with those [enrollment] keys
 mkconf() {
 	write_config "$CONF" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n[ca]\ncrl_url = http://pki.example.org/kms.crl\n[enrollment]\n' "$PORT"; printf '%s\n' "$@")"
-	sed -i "s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/pw|" "$CONF"
+	kmsd_config "$CONF" "$T/pw"
 }
 mkconf "key_type = rsa2048"
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "init failed"

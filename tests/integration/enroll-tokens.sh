@@ -10,7 +10,7 @@ start_sink mail
 CONF=$T/kms.conf
 write_password "$T/pw" 'enroll test password'
 write_config "$CONF" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n[enrollment]\ntoken_ttl = 7d' "$PORT")"
-sed -i "s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/pw|" "$CONF"
+kmsd_config "$CONF" "$T/pw"
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "init failed"
 
 # token_hash(TOKEN): what the vault must hold for a printed token

@@ -20,7 +20,8 @@ mkdir "$T/crl"
 mkconf() {
 	write_password "$T/$1.pw" "export test password $1"
 	write_config "$T/$1.conf" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n[ca]\ncrl_url = http://pki.example.org/kms.crl\nsubject = CN=Vault %s CA\n[enrollment]\nkey_type = p256\n' "$PORT" "$1")"
-	sed -i "s|dbname=kms |dbname=$2 |; s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/$1.pw|" "$T/$1.conf"
+	sed -i "s|dbname=kms |dbname=$2 |" "$T/$1.conf"
+	kmsd_config "$T/$1.conf" "$T/$1.pw"
 	"$KMSCTL" -c "$T/$1.conf" init --password-file "$T/$1.pw" >/dev/null || bail "init $1 failed"
 }
 mkconf a kms

@@ -19,7 +19,8 @@ mkconf() {
 	local name=$1 db=$2; shift 2
 	write_password "$T/$name.pw" "import-approvals startup password $name"
 	write_config "$T/$name.conf" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n[ca]\nsubject = CN=Vault %s CA\n[enrollment]\nkey_type = p256\n' "$PORT" "$name")"
-	sed -i "s|dbname=kms |dbname=$db |; s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/$name.pw|" "$T/$name.conf"
+	sed -i "s|dbname=kms |dbname=$db |" "$T/$name.conf"
+	kmsd_config "$T/$name.conf" "$T/$name.pw"
 	"$KMSCTL" -c "$T/$name.conf" init --password-file "$T/$name.pw" "$@" >/dev/null || bail "init $name failed"
 }
 mkconf a kms

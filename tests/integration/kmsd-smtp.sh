@@ -11,7 +11,7 @@ start_smtp_log keep
 CONF=$T/kms.conf
 write_password "$T/pw" 'kmsd smtp test password'
 write_config "$CONF" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n' "$PORT")"
-sed -i "s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/pw|" "$CONF"
+kmsd_config "$CONF" "$T/pw"
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "init failed"
 
 # wait_events WHAT N: until the server logged N WHAT events (20 s at most)

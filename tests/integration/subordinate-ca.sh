@@ -69,7 +69,7 @@ like "$T/err" "sub.csr" "and names the file"
 # the CA it loaded until the CA's row changes)
 start_sink mail
 printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms@example.org\n' "$PORT" >>"$CONF"
-sed -i "s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $T/pw|" "$CONF"
+kmsd_config "$CONF" "$T/pw"
 TOK=$("$KMSCTL" -c "$CONF" enroll --deliver out-of-band carol@example.org 2>"$T/tok.err" | sed -n 's/^Token: //p')
 [ -n "$TOK" ] || bail "no token for carol: $(cat "$T/tok.err")"
 RID=$("$VAULTTOOL" -c "$CONF" -p "$T/pw" queue-reply carol@example.org "$TOK") || bail "queue-reply failed"
