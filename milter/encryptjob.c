@@ -31,7 +31,9 @@
  *			certificates, the others are removed with smfi_delrcpt
  *			and get the original bytes as a new message submitted
  *			to [mail] submit with the original envelope sender,
- *			marked X-KMS-Split).
+ *			marked X-KMS-Split; submitted last, after every
+ *			change was sent to the MTA, so that a deferred
+ *			message has no copy out).
  *	The negotiation refusing (no algorithm every recipient supports)
  *	counts as those blocking recipients lacking a certificate; the
  *	sender's own certificate is dropped first when it alone blocks.
@@ -225,7 +227,9 @@ refuse(KmsMessage *msg, const char *code, const char *xcode, const char *fmt, ..
 	return KMS_VERDICT_REJECT;
 }
 
-/* The whole spool from OFFSET, NULL with *err when it cannot be read. */
+/* The whole spool from OFFSET, NULL with *err when it cannot be read.
+ * A spool in memory is not copied: the bytes are the spool's own and
+ * must not outlive the message (end of message is the only user). */
 static GBytes *
 spool_bytes(KmsSpool *sp, gsize offset, GError **err)
 {
@@ -237,7 +241,7 @@ spool_bytes(KmsSpool *sp, gsize offset, GError **err)
 		offset = size;
 	len = size - offset;
 	if (kms_spool_memory(sp) != NULL)
-		return g_bytes_new(kms_spool_memory(sp) + offset, len);
+		return g_bytes_new_with_free_func(kms_spool_memory(sp) + offset, len, NULL, NULL);
 	if ((fd = kms_spool_fd(sp)) < 0) {
 		g_set_error(err, G_FILE_ERROR, G_FILE_ERROR_FAILED, "message not spooled");
 		return NULL;
@@ -605,14 +609,14 @@ encrypt_message(SMFICTX *ctx, KmsConnection *conn, KmsMessage *msg, KmsOutbound 
 		    e->message);
 		return KMS_VERDICT_ACCEPT;
 	}
-	if (split) {
-		g_autoptr(GError) se = NULL;
-
-		if (!submit_copy(conn, msg, from, o->missing, &se)) {
-			kms_log(LOG_ERR, msg->qid, "encryption: split: cannot submit the plain copy: %s;"
-			    " message deferred", se->message);
-			return KMS_VERDICT_TEMPFAIL;
-		}
+	/*
+	 * Split: the changes first, the plain copy last. The MTA applies
+	 * changes only with the final accept, so when a change fails or the
+	 * copy cannot be submitted, the message is deferred whole and no
+	 * plain copy is out; a retry submits it once. Only the verdict
+	 * itself can still be lost after the copy went out.
+	 */
+	if (split)
 		for (guint i = 0; i < msg->rcpt_list->len; i++) {
 			const char *r = g_ptr_array_index(msg->rcpt_list, i);
 			g_autofree char *n = kms_address_normalize(r, -1);
@@ -623,9 +627,6 @@ encrypt_message(SMFICTX *ctx, KmsConnection *conn, KmsMessage *msg, KmsOutbound 
 					break;
 				}
 		}
-		kms_log(LOG_INFO, msg->qid, "encryption: split: plain copy submitted for %u recipient%s",
-		    o->missing->len, o->missing->len == 1 ? "" : "s");
-	}
 	strip_headers(&ed, o->sender_policy, TRUE);
 	edit_add(&ed, "MIME-Version", "1.0");
 	for (guint i = 0; i < enc->headers->len; i++) {
@@ -640,8 +641,19 @@ encrypt_message(SMFICTX *ctx, KmsConnection *conn, KmsMessage *msg, KmsOutbound 
 	edit_check(&ed, smfi_replacebody(ctx, (unsigned char *)data, (int)len), "replace", "the body");
 	if (ed.failed) {
 		kms_log(LOG_ERR, msg->qid, "encryption: message deferred: it could not be rewritten%s",
-		    split ? " (the plain copy was already submitted)" : "");
+		    split ? " (no plain copy was submitted)" : "");
 		return KMS_VERDICT_TEMPFAIL;
+	}
+	if (split) {
+		g_autoptr(GError) se = NULL;
+
+		if (!submit_copy(conn, msg, from, o->missing, &se)) {
+			kms_log(LOG_ERR, msg->qid, "encryption: split: cannot submit the plain copy: %s;"
+			    " message deferred", se->message);
+			return KMS_VERDICT_TEMPFAIL;
+		}
+		kms_log(LOG_INFO, msg->qid, "encryption: split: plain copy submitted for %u recipient%s",
+		    o->missing->len, o->missing->len == 1 ? "" : "s");
 	}
 	kms_log(LOG_INFO, msg->qid, "encryption: %s for %u recipient%s%s: %s", res->algorithm,
 	    o->found->len, o->found->len == 1 ? "" : "s",

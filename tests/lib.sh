@@ -141,6 +141,15 @@ kmsd_config() {
 	sed -i "s|^\[milter\]|[milter]\nenroll_address = kms-enroll@example.org|; s|^\[kms\]|[kms]\nstartup_password_file = $2|" "$1"
 }
 
+# wait_for SECONDS CMD...: until CMD succeeds (output dropped), polling
+# every 0.1 s; 1 when it still fails after SECONDS.
+wait_for() {
+	local n=0 max=$(($1 * 10)); shift
+	until "$@" >/dev/null 2>&1; do
+		n=$((n + 1)); [ $n -ge $max ] && return 1; sleep 0.1
+	done
+}
+
 # free_port: a TCP port on 127.0.0.1 nobody listens on right now.
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

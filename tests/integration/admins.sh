@@ -25,12 +25,6 @@ as() { # as ADMIN kmsctl-args...
 	local a=$1; shift
 	"$KMSCTL" -c "$CONF" --admin "$a" --admin-password-file "$T/$a.pw" "$@"
 }
-wait_for() { # wait_for SECONDS CMD...
-	local n=0 max=$(($1 * 10)); shift
-	until "$@" >/dev/null 2>&1; do
-		n=$((n + 1)); [ $n -ge $max ] && return 1; sleep 0.1
-	done
-}
 req_status() { psql_kms "SELECT status FROM requests WHERE id = $1"; }
 req_is() { [ "$(req_status "$1")" = "$2" ]; }
 admin_active() { [ "$(psql_kms "SELECT count(*) FROM admins WHERE name = '$1' AND mac IS NOT NULL")" = 1 ]; }

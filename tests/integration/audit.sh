@@ -45,10 +45,6 @@ send good.eml -D from='<alice@example.org>' -D expect=discard -D deleted=kms-enr
 KPID=
 start_kmsd() { "$KMSD" -c "$CONF" -f 2>>"$T/kmsd.log" & KPID=$!; bg_pids="$bg_pids $KPID"; }
 stop_kmsd() { kill -TERM "$KPID" 2>/dev/null; wait "$KPID" 2>/dev/null; is "$?" 0 "kmsd stops cleanly"; }
-wait_for() { # wait_for SECONDS CMD...
-	n=0 max=$(($1 * 10)); shift
-	until "$@" >/dev/null 2>&1; do n=$((n + 1)); [ $n -ge $max ] && return 1; sleep 0.1; done
-}
 has_entry() { [ "$(psql_kms "SELECT count(*) FROM audit WHERE action = '$1'")" -ge "${2:-1}" ]; }
 start_kmsd
 wait_for 60 has_entry "certificates issued" && ok "kmsd issues alice's certificates" || bail "no issuance: $(tail -5 "$T/kmsd.log")"

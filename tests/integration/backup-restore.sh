@@ -36,12 +36,6 @@ stop_kmsd() {
 	is "$rc" 0 "kmsd stops cleanly (exit 0)"
 	KPID=
 }
-wait_for() { # wait_for SECONDS CMD...
-	local n=0 max=$(($1 * 10)); shift
-	until "$@" >/dev/null 2>&1; do
-		n=$((n + 1)); [ $n -ge $max ] && return 1; sleep 0.1
-	done
-}
 req_status() { psql_kms "SELECT status FROM requests WHERE id = $1"; }
 req_finished() { s=$(req_status "$1"); [ "$s" = done ] || [ "$s" = failed ]; }
 token() { # token ADDR [recover]

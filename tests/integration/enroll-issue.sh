@@ -36,13 +36,6 @@ stop_kmsd() { # exit status 0 also means no sanitizer report in ASan builds
 	done
 	KPIDS=
 }
-# wait_for SECONDS CMD...: until CMD succeeds
-wait_for() {
-	local n=0 max=$(($1 * 10)); shift
-	until "$@" >/dev/null 2>&1; do
-		n=$((n + 1)); [ $n -ge $max ] && return 1; sleep 0.1
-	done
-}
 req_status() { psql_kms "SELECT status FROM requests WHERE id = $1"; }
 req_finished() { s=$(req_status "$1"); [ "$s" = done ] || [ "$s" = failed ]; }
 # token ADDR [recover]: a fresh out-of-band token for ADDR

@@ -36,12 +36,6 @@ start_kmsd() { # start_kmsd NAME
 	"$KMSD" -c "$T/$1.conf" -f 2>>"$T/kmsd-$1.log" &
 	KPIDS="$KPIDS $!"; bg_pids="$bg_pids $!"
 }
-wait_for() { # wait_for SECONDS CMD...
-	local n=0 max=$(($1 * 10)); shift
-	until "$@" >/dev/null 2>&1; do
-		n=$((n + 1)); [ $n -ge $max ] && return 1; sleep 0.1
-	done
-}
 req_finished() { s=$(psql_db "$1" "SELECT status FROM requests WHERE id = $2"); [ "$s" = done ] || [ "$s" = failed ]; }
 token() { # token CONF ADDR [recover]
 	"$KMSCTL" -c "$1" ${3:-enroll} --deliver out-of-band "$2" >"$T/tok.out" 2>"$T/tok.err" || { cat "$T/tok.err" >&2; return 1; }

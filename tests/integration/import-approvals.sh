@@ -31,13 +31,6 @@ as() { # as ADMIN kmsctl-args... (in vault B)
 	local a=$1; shift
 	"$KMSCTL" -c "$B" --admin "$a" --admin-password-file "$T/$a.pw" "$@"
 }
-# poll SECONDS CMD...: until CMD succeeds, at most SECONDS
-poll() {
-	local n=0 max=$(($1 * 10)); shift
-	until "$@" >/dev/null 2>&1; do
-		n=$((n + 1)); [ $n -ge $max ] && return 1; sleep 0.1
-	done
-}
 psql_b() { PGDATABASE_KMS=kmsb psql_kms "$1"; }
 req_is() { [ "$(PGDATABASE_KMS=$1 psql_kms "SELECT status FROM requests WHERE id = $2")" = "$3" ]; }
 status_b() { psql_b "SELECT status FROM requests WHERE id = ${1:-0}"; }
@@ -54,26 +47,26 @@ for n in a b; do
 	KPIDS="$KPIDS $!"; bg_pids="$bg_pids $!"
 done
 for n in a b; do
-	poll 60 ready "$n" || bail "kmsd $n did not start: $(tail -3 "$T/kmsd-$n.log")"
+	wait_for 60 ready "$n" || bail "kmsd $n did not start: $(tail -3 "$T/kmsd-$n.log")"
 done
-poll 60 has_transport_key kms || bail "kmsd a made no transport key: $(tail -3 "$T/kmsd-a.log")"
-poll 60 has_transport_key kmsb || bail "kmsd b made no transport key: $(tail -3 "$T/kmsd-b.log")"
+wait_for 60 has_transport_key kms || bail "kmsd a made no transport key: $(tail -3 "$T/kmsd-a.log")"
+wait_for 60 has_transport_key kmsb || bail "kmsd b made no transport key: $(tail -3 "$T/kmsd-b.log")"
 
 # --- vault B: three administrators, import=2 ---------------------------------------
 for a in bob carol; do
 	as alice admin add "$a" --password-file "$T/$a.pw" >"$T/add.out" 2>&1 || { cat "$T/add.out"; bail "admin add $a failed"; }
-	poll 30 admin_active "$a" || bail "kmsd did not accept $a: $(tail -3 "$T/kmsd-b.log")"
+	wait_for 30 admin_active "$a" || bail "kmsd did not accept $a: $(tail -3 "$T/kmsd-b.log")"
 done
 as alice policy approvals set import=2 >"$T/pol.out" 2>&1 || bail "approvals set import=2 failed: $(cat "$T/pol.out")"
 POL=$(reqid "$T/pol.out")
-poll 30 req_is kmsb "${POL:-0}" done || bail "import=2 not in force: $(tail -3 "$T/kmsd-b.log")"
+wait_for 30 req_is kmsb "${POL:-0}" done || bail "import=2 not in force: $(tail -3 "$T/kmsd-b.log")"
 ok "vault B has alice, bob and carol, and import=2"
 
 # --- vault A: u1 with an escrowed key, exported to B --------------------------------
 "$KMSCTL" -c "$A" enroll --deliver out-of-band u1@example.org >"$T/tok.out" 2>"$T/tok.err" || bail "enroll failed"
 TOK=$(sed -n 's/^Token: //p' "$T/tok.out")
 RID=$("$VAULTTOOL" -c "$A" -p "$T/a.pw" queue-reply u1@example.org "$TOK") || bail "queue-reply failed"
-poll 60 req_is kms "${RID:-0}" done || bail "enrollment not done: $(tail -5 "$T/kmsd-a.log")"
+wait_for 60 req_is kms "${RID:-0}" done || bail "enrollment not done: $(tail -5 "$T/kmsd-a.log")"
 "$KMSCTL" -c "$B" transport-cert --out "$T/b.crt" >"$T/tc.out" || bail "transport-cert failed"
 FPB8=$(sed -n 's/^Fingerprint: //p' "$T/tc.out" | cut -c1-8)
 "$KMSCTL" -c "$A" export u1@example.org --to "$T/b.crt" --fingerprint "$FPB8" --out "$T/u1.bundle" >"$T/ex.out" 2>&1 ||
@@ -103,7 +96,7 @@ is "$(users_b)" 0 "one approval: u1 is still not in vault B"
 expect_exit 1 "--report after one approval is refused" "$KMSCTL" -c "$B" import --report "${ID:-0}" "$T/u1.bundle"
 
 check "carol approves" as carol approve "${ID:-0}"
-poll 60 req_is kmsb "${ID:-0}" done
+wait_for 60 req_is kmsb "${ID:-0}" done
 is "$(status_b "$ID")" done "the second approval makes kmsd import"
 is "$(users_b)" 1 "u1 is in vault B"
 is "$(keys_b)" 1 "with her escrowed key"
@@ -145,7 +138,7 @@ as alice import "$T/damaged.bundle" >"$T/dmg.out" 2>&1
 FID=$(reqid "$T/dmg.out")
 as bob approve "${FID:-0}" >/dev/null 2>&1
 as carol approve "${FID:-0}" >/dev/null 2>&1
-poll 60 req_is kmsb "${FID:-0}" failed
+wait_for 60 req_is kmsb "${FID:-0}" failed
 is "$(status_b "$FID")" failed "an approved damaged bundle fails in kmsd"
 expect_exit 1 "--report of a failed import is refused" "$KMSCTL" -c "$B" import --report "${FID:-0}" "$T/damaged.bundle"
 like "$T/err" "import request ${FID:-X} failed: nothing was imported: .*(does not decrypt|signature)" \
@@ -158,7 +151,7 @@ is "$(psql_b "SELECT count(*) FROM requests WHERE id = ${FID:-0} AND result IS N
 as alice import "$T/damaged.bundle" >"$T/rej.out" 2>&1
 JID=$(reqid "$T/rej.out")
 as bob reject "${JID:-0}" --comment "not this one" >/dev/null 2>&1
-poll 30 req_is kmsb "${JID:-0}" rejected
+wait_for 30 req_is kmsb "${JID:-0}" rejected
 expect_exit 1 "--report of a rejected import is refused" "$KMSCTL" -c "$B" import --report "${JID:-0}" "$T/damaged.bundle"
 like "$T/err" "import request ${JID:-X} was rejected" "it says so"
 is "$(psql_b "SELECT count(*) FROM requests WHERE id = ${JID:-0} AND result IS NOT NULL")" 0 \
