@@ -26,6 +26,7 @@
  *	-a ALGORITHM: as in [policy] algorithms (default aes256-cbc, what
  *	kmsmilter chooses for recipients that announced no capabilities).
  *	-k: one key=value line per run for scripts.
+ *	It tunes the allocator as kmsmilter does (kms_daemon_tune_malloc).
  * SECURITY
  *	A benchmark: public keys only.
  * DIAGNOSTICS
@@ -45,6 +46,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "common/daemon.h"
 #include "smime/encrypt.h"
 
 static char *msg;
@@ -180,6 +182,7 @@ main(int argc, char **argv)
 	int c, threads = 1, rc;
 	gboolean keys = FALSE;
 
+	kms_daemon_tune_malloc();	/* as kmsmilter: the same allocator settings */
 	while ((c = getopt(argc, argv, "C:a:m:j:n:t:w:k")) != -1) {
 		switch (c) {
 		case 'C': g_ptr_array_add(paths, optarg); break;

@@ -41,6 +41,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include "common/daemon.h"
 #include "smime/harvest.h"
 
 typedef struct {
@@ -228,6 +229,7 @@ main(int argc, char **argv)
 	gboolean system = TRUE, keys = FALSE;
 	long bad;
 
+	kms_daemon_tune_malloc();	/* as kmsmilter: the same allocator settings */
 	while ((c = getopt(argc, argv, "a:j:n:t:w:Se:k")) != -1) {
 		switch (c) {
 		case 'a':

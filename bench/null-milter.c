@@ -2,7 +2,7 @@
  * NAME
  *	null-milter - the baseline milter for benchmarks: accepts everything
  * SYNOPSIS
- *	null-milter -p SOCKET [-a | -N | -P FLAGS] [-b BACKLOG]
+ *	null-milter -p SOCKET [-a | -N | -P FLAGS] [-b BACKLOG] [-R BODY]
  * DESCRIPTION
  *	A libmilter daemon (one thread per connection, like kmsmilter) that
  *	registers every callback, returns SMFIS_CONTINUE (SMFIS_NOREPLY where
@@ -26,6 +26,16 @@
  *	signature is accepted, and to end of message). Callbacks of stages
  *	whose SMFIP_NR_* flag was granted return SMFIS_NOREPLY.
  *
+ *	-R BODY: the floor under an encrypting milter. At end of message it
+ *	makes the changes kmsmilter makes when it encrypts (the three
+ *	Content-Type, Content-Transfer-Encoding and MIME-Version headers
+ *	deleted; MIME-Version, Content-Type, Content-Transfer-Encoding,
+ *	Content-Disposition and X-KMS-Info added) and replaces the body with
+ *	the bytes of the file BODY (run-encrypt.sh gives it the base64 CMS
+ *	kmsmilter produced for the same message), then accepts. No
+ *	encryption, no vault, no parsing: what is left is the protocol
+ *	carrying the body in and the new body out.
+ *
  *	SIGTERM or SIGINT: stops (libmilter's signal handling), exit 0.
  */
 #include <stdio.h>
@@ -39,7 +49,10 @@
 #define LEAST_PROT (KMS_LIKE_PROT | SMFIP_NORCPT | SMFIP_NR_CONN | SMFIP_NR_HELO | \
 	SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR | SMFIP_NR_DATA | SMFIP_NR_UNKN | SMFIP_NR_BODY)
 
+static struct smfiDesc desc;
 static unsigned long want_prot = KMS_LIKE_PROT;
+static char *replay_body;	/* -R: the new body */
+static size_t replay_len;
 static unsigned long granted;	/* the same for every connection from one MTA */
 
 /* SMFIS_NOREPLY where the MTA was told not to wait for a reply. */
@@ -61,7 +74,7 @@ nm_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
     unsigned long f3, unsigned long *pf0, unsigned long *pf1, unsigned long *pf2,
     unsigned long *pf3)
 {
-	*pf0 = 0;
+	*pf0 = f0 & desc.xxfi_flags;	/* -R: the changes it makes */
 	*pf1 = f1 & want_prot;
 	__atomic_store_n(&granted, *pf1, __ATOMIC_RELAXED);
 	*pf2 = *pf3 = 0;
@@ -158,6 +171,27 @@ nm_eom(SMFICTX *ctx)
 		c->messages++;
 		c->in_message = 0;
 	}
+	if (replay_body != NULL) {
+		static const char *const del[] = { "Content-Type", "Content-Transfer-Encoding",
+		    "MIME-Version" };
+		static const char *const add[][2] = {
+			{ "MIME-Version", " 1.0" },
+			{ "Content-Type", " application/pkcs7-mime; smime-type=enveloped-data;"
+			    " name=\"smime.p7m\"" },
+			{ "Content-Transfer-Encoding", " base64" },
+			{ "Content-Disposition", " attachment; filename=\"smime.p7m\"" },
+			{ "X-KMS-Info", " encrypted aes256-cbc for 3 recipients" },
+		};
+
+		for (size_t i = 0; i < sizeof(del) / sizeof(del[0]); i++)
+			if (smfi_chgheader(ctx, (char *)del[i], 1, NULL) != MI_SUCCESS)
+				return SMFIS_TEMPFAIL;
+		for (size_t i = 0; i < sizeof(add) / sizeof(add[0]); i++)
+			if (smfi_addheader(ctx, (char *)add[i][0], (char *)add[i][1]) != MI_SUCCESS)
+				return SMFIS_TEMPFAIL;
+		if (smfi_replacebody(ctx, (unsigned char *)replay_body, (int)replay_len) != MI_SUCCESS)
+			return SMFIS_TEMPFAIL;
+	}
 	return SMFIS_ACCEPT;
 }
 
@@ -198,10 +232,30 @@ static struct smfiDesc desc = {
 	.xxfi_negotiate = nm_negotiate,
 };
 
+/* -R: the whole file into replay_body. */
+static int
+read_file(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	long n;
+
+	if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) <= 0 ||
+	    fseek(f, 0, SEEK_SET) != 0 || (replay_body = malloc((size_t)n)) == NULL ||
+	    fread(replay_body, 1, (size_t)n, f) != (size_t)n) {
+		fprintf(stderr, "null-milter: cannot read %s\n", path);
+		if (f)
+			fclose(f);
+		return 0;
+	}
+	fclose(f);
+	replay_len = (size_t)n;
+	return 1;
+}
+
 static void
 usage(void)
 {
-	fputs("usage: null-milter -p SOCKET [-a | -N | -P FLAGS] [-b BACKLOG]\n", stderr);
+	fputs("usage: null-milter -p SOCKET [-a | -N | -P FLAGS] [-b BACKLOG] [-R BODY]\n", stderr);
 	exit(2);
 }
 
@@ -211,7 +265,7 @@ main(int argc, char **argv)
 	const char *sock = NULL;
 	int c;
 
-	while ((c = getopt(argc, argv, "p:aNP:b:")) != -1) {
+	while ((c = getopt(argc, argv, "p:aNP:b:R:")) != -1) {
 		switch (c) {
 		case 'p': sock = optarg; break;
 		case 'a': want_prot = SMFIP_HDR_LEADSPC; break;
@@ -220,6 +274,11 @@ main(int argc, char **argv)
 		case 'b':
 			if (smfi_setbacklog(atoi(optarg)) != MI_SUCCESS)
 				usage();
+			break;
+		case 'R':
+			if (!read_file(optarg))
+				return 1;
+			desc.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY;
 			break;
 		default: usage();
 		}

@@ -25,6 +25,11 @@
 # message's edited result is decrypted once with r1's key and compared with
 # the original entity.
 #
+# The floor: bench/null-milter -R, on a unix socket with kmsmilter's
+# protocol flags, makes the same header changes and replaces the body with
+# the very CMS body kmsmilter produced (read from the checked message):
+# the protocol's cost with no encryption, vault or parsing at all.
+#
 # bench/encrypt-inproc encrypts the same message to the same three
 # certificates in-process with kms_smime_encrypt() (the library function
 # kmsmilter calls, entity included) and with raw CMS_encrypt(), with 1 and
@@ -83,9 +88,10 @@ build() {
 	make -C "$top_builddir" -j"$jobs" all tests/vaulttool >"$top_builddir/bench-make.out" 2>&1 ||
 		{ tail -30 "$top_builddir/bench-make.out"; echo "run-encrypt: build failed" >&2; return 1; }
 	mkdir -p "$B"
-	pkgs="glib-2.0 gmime-3.0 libssl libcrypto"
+	pkgs="glib-2.0 gmime-3.0 libssl libcrypto libpq"
 	cf="-O2 -g -Wall -Wextra -Wno-unused-parameter"
 	gcc $cf -pthread -o "$B/milter-load" "$here/milter-load.c" &&
+	gcc $cf -pthread -o "$B/null-milter" "$here/null-milter.c" -lmilter &&
 	gcc $cf -I"$top" -I"$top_builddir" $(pkg-config --cflags $pkgs) -o "$B/encrypt-inproc" \
 		"$here/encrypt-inproc.c" "$top_builddir/smime/libkmssmime.a" \
 		"$top_builddir/common/libkmscommon.a" $(pkg-config --libs $pkgs) ||
@@ -189,12 +195,24 @@ for i in 1 2 3; do
 	openssl cms -decrypt -inform DER -in "$KEEP/encrypted.der" -inkey "$T/r$i.key" -out "$KEEP/decrypted-r$i.txt" 2>>"$KEEP/check.err" ||
 		CHECK="r$i cannot decrypt"
 done
+# the new body as the MTA got it, for the replaying null-milter
+awk 'b { print } /^\r?$/ { b = 1 }' "$KEEP/encrypted.eml" >"$KEEP/replay-body.txt"
+[ -s "$KEEP/replay-body.txt" ] || CHECK="no body in the encrypted message"
 # the entity: the original's Content-* fields, a blank line, the body (CRLF)
 { grep -i '^Content-' "$MSG"; printf '\r\n'; awk 'b { print } /^\r?$/ { b = 1 }' "$MSG"; } >"$KEEP/entity.txt"
 cmp -s "$KEEP/entity.txt" "$KEEP/decrypted-r1.txt" || CHECK="r1's plaintext differs from the original entity"
 RIS=$(openssl cms -cmsout -print -inform DER -in "$KEEP/encrypted.der" 2>/dev/null | grep -c 'd.ktri:')
 [ "$RIS" = 3 ] || CHECK="$RIS recipient infos, not 3"
 say "  check: $CHECK"
+[ "$CHECK" = ok ] || bail "the encrypted message is wrong: $CHECK"
+
+# the floor: a milter that makes the same changes from a ready body
+KMS_PROT=$("$LOAD" -v -s "${SOCK[kms-unix]}" -n 1 -e accept -f "$FROM" $RCPTS "$MSG" 2>&1 |
+	sed -n 's/.* protocol \(0x[0-9a-f]*\)$/\1/p' | head -1)
+[ -n "$KMS_PROT" ] || bail "cannot read kmsmilter's protocol flags"
+"$B/null-milter" -p "unix:$T/replay.sock" -P "$KMS_PROT" -R "$KEEP/replay-body.txt" 2>"$T/replay.log" &
+PID[replay]=$!; SOCK[replay]=unix:$T/replay.sock; bg_pids="$bg_pids $!"
+wait_ready replay
 
 # --- measurements ----------------------------------------------------------------
 HZ=$(getconf CLK_TCK)
@@ -240,7 +258,7 @@ reverse() { local out= w; for w in "$@"; do out="$w $out"; done; echo $out; }
 say "measuring: $RUNS rounds of ${SECS} s per run, 1 and $CONNS connections..."
 for ROUND in $(seq 1 "$RUNS"); do
 	say "  round $ROUND/$RUNS"
-	order="kms-unix:1 kms-tcp:1 kms-tcp-before:1 kms-unix:$CONNS kms-tcp:$CONNS kms-tcp-before:$CONNS inproc:kms inproc:raw"
+	order="kms-unix:1 kms-tcp:1 kms-tcp-before:1 replay:1 kms-unix:$CONNS kms-tcp:$CONNS kms-tcp-before:$CONNS replay:$CONNS inproc:kms inproc:raw"
 	[ $((ROUND % 2)) = 0 ] && order=$(reverse $order)
 	for x in $order; do
 		case $x in
@@ -333,11 +351,12 @@ MODS=$(awk '$2 == 1 { print; exit }' "$KEEP/load-lines.txt" | tr ' ' '\n' |
 	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 	for c in 1 $CONNS; do
 		[ "$c" = 1 ] || [ "$CONNS" != 1 ] || continue
-		for t in kms-unix kms-tcp kms-tcp-before; do
+		for t in kms-unix kms-tcp kms-tcp-before replay; do
 			case $t in
 			kms-unix) name=kmsmilter; so=unix ;;
 			kms-tcp) name=kmsmilter; so=tcp ;;
 			kms-tcp-before) name="kmsmilter before (no TCP_NODELAY)"; so=tcp ;;
+			replay) name="null-milter -R: the same changes from a ready body (no crypto, no vault)"; so=unix ;;
 			esac
 			echo "| $name | $so | $c | $(col "$t:$c" 3) | $(range "$t:$c") | $(col "$t:$c" 4) | $(col "$t:$c" 5) | $(col "$t:$c" 6) | $(col "$t:$c" 7) |"
 		done
@@ -363,6 +382,9 @@ MODS=$(awk '$2 == 1 { print; exit }' "$KEEP/load-lines.txt" | tr ' ' '\n' |
 	done
 	echo "| kmsmilter tcp ÷ kmsmilter unix | ≥ 0.8 | $(mark "$(rr kms-tcp:$CONNS kms-unix:$CONNS rate)" 0.8) | $(rr kms-tcp:$CONNS kms-unix:$CONNS cpu) | $(mark "$(rr kms-tcp:1 kms-unix:1 rate)" 0.8) | $(rr kms-tcp:1 kms-unix:1 cpu) |"
 	echo "| kmsmilter before, tcp ÷ kmsmilter unix | – | $(rr kms-tcp-before:$CONNS kms-unix:$CONNS rate) | $(rr kms-tcp-before:$CONNS kms-unix:$CONNS cpu) | $(rr kms-tcp-before:1 kms-unix:1 rate) | $(rr kms-tcp-before:1 kms-unix:1 cpu) |"
+	echo "| null-milter -R ÷ in-process kms_smime_encrypt(): the protocol alone | – | $(rr replay:$CONNS kms:$CONNS rate) | $(rr replay:$CONNS kms:$CONNS cpu) | $(rr replay:1 kms:1 rate) | $(rr replay:1 kms:1 cpu) |"
+	echo "| null-milter -R ÷ in-process raw CMS_encrypt(): the protocol alone | – | $(rr replay:$CONNS raw:$CONNS rate) | $(rr replay:$CONNS raw:$CONNS cpu) | $(rr replay:1 raw:1 rate) | $(rr replay:1 raw:1 cpu) |"
+	echo "| kmsmilter unix ÷ null-milter -R | – | $(rr kms-unix:$CONNS replay:$CONNS rate) | $(rr kms-unix:$CONNS replay:$CONNS cpu) | $(rr kms-unix:1 replay:1 rate) | $(rr kms-unix:1 replay:1 cpu) |"
 	echo "| in-process kms_smime_encrypt() ÷ raw CMS_encrypt() | – | $(rr kms:$CONNS raw:$CONNS rate) | $(rr kms:$CONNS raw:$CONNS cpu) | $(rr kms:1 raw:1 rate) | $(rr kms:1 raw:1 cpu) |"
 	if [ -s "$KEEP/load-errors.txt" ] || [ -s "$KEEP/inproc-errors.txt" ] || [ "$CHECK" != ok ]; then
 		echo

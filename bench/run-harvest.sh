@@ -81,7 +81,7 @@ build() {
 	make -C "$top_builddir" -j"$jobs" >"$top_builddir/bench-make.out" 2>&1 ||
 		{ tail -30 "$top_builddir/bench-make.out"; echo "run-harvest: build failed" >&2; return 1; }
 	mkdir -p "$B"
-	pkgs="glib-2.0 gmime-3.0 libssl libcrypto"
+	pkgs="glib-2.0 gmime-3.0 libssl libcrypto libpq"
 	cf="-O2 -g -Wall -Wextra -Wno-unused-parameter"
 	gcc $cf -pthread -o "$B/milter-load" "$here/milter-load.c" &&
 	gcc $cf -pthread -o "$B/null-milter" "$here/null-milter.c" -lmilter &&

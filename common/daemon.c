@@ -8,6 +8,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -46,6 +49,16 @@ kms_daemon_drop_privileges(const char *user, GError **err)
 		return FALSE;
 	}
 	return TRUE;
+}
+
+void
+kms_daemon_tune_malloc(void)
+{
+#if defined(M_MMAP_THRESHOLD) && defined(M_TRIM_THRESHOLD)
+	/* setting them also turns off glibc's dynamic thresholds */
+	(void)mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+	(void)mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
+#endif
 }
 
 gboolean

@@ -26,6 +26,18 @@ int kms_daemon_args(int argc, char **argv, const char *name, const char *summary
 
 /* Switch to USER when running as root (USER may be NULL: no switch). */
 gboolean kms_daemon_drop_privileges(const char *user, GError **err);
+/*
+ * Keep freed memory of the size a message needs for reuse instead of
+ * giving it back to the kernel after each message: blocks up to 4 MiB
+ * come from the heap (not mmap), and a heap keeps up to 8 MiB free at
+ * its top. glibc's defaults trim and unmap per message (madvise, munmap,
+ * then page faults for the next one); for an encrypted 50 KB message
+ * that was about a sixth of kmsmilter's CPU (BENCHMARKS.md). Bounded:
+ * glibc has at most 8 heaps per core. The bench programs call it too, so
+ * that an in-process baseline runs with the same allocator settings.
+ */
+void kms_daemon_tune_malloc(void);
+
 /* Fork into the background (stdio to /dev/null), keep the directory. */
 gboolean kms_daemon_detach(GError **err);
 /* Write our pid to PATH (0644), refusing when another live process holds it. */

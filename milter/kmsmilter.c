@@ -215,6 +215,7 @@ main(int argc, char **argv)
 	 * holds no secret of ours).
 	 */
 	OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+	kms_daemon_tune_malloc();
 	if ((rc = kms_daemon_args(argc, argv, "kmsmilter", "The kmsmilter mail filter.", &a)) >= 0) {
 		g_free(a.config_path);
 		return rc;
