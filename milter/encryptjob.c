@@ -424,32 +424,62 @@ cut_tag(const char *value, const char *tag)
 	}
 }
 
-/* Remove the trigger header, the subject tag, our own headers from
- * outside and, with CONTENT, every Content-* and MIME-Version header.
- * Last header first, so occurrence numbers stay right. */
+typedef struct {
+	const char *name, *value;
+} NewHeader;
+
+/* The value of NAME among the N headers NEW, or NULL. */
+static const char *
+new_value(const NewHeader *new, guint n, const char *name)
+{
+	for (guint k = 0; k < n; k++)
+		if (g_ascii_strcasecmp(new[k].name, name) == 0)
+			return new[k].value;
+	return NULL;
+}
+
+/* Remove the trigger header, the subject tag and our own headers from
+ * outside. With the N headers NEW (the encrypted message's MIME-Version,
+ * Content-* and X-KMS-Info): the first occurrence of each of their names
+ * is changed in place, every other Content-* and MIME-Version header is
+ * removed, and those the message did not have are added at the end
+ * (one change instead of a removal and an addition: fewer replies to
+ * the MTA). Last header first, so occurrence numbers stay right. */
 static void
-strip_headers(Edit *ed, const KmsPolicy *sp, gboolean content)
+edit_headers(Edit *ed, const KmsPolicy *sp, const NewHeader *new, guint n)
 {
 	KmsMessage *msg = ed->msg;
+	g_autofree gboolean *placed = g_new0(gboolean, n + 1);
 
 	for (guint i = msg->hdr_names->len; i-- > 0;) {
-		const char *n = g_ptr_array_index(msg->hdr_names, i);
+		const char *name = g_ptr_array_index(msg->hdr_names, i);
 		const char *v = g_ptr_array_index(msg->hdr_values, i);
+		const char *nv = new ? new_value(new, n, name) : NULL;
+		int occ = occurrence(msg, i);
 
-		if ((sp->header && g_ascii_strcasecmp(n, sp->header) == 0) ||
-		    g_ascii_strcasecmp(n, SPLIT_HEADER) == 0 ||
-		    g_ascii_strcasecmp(n, INFO_HEADER) == 0 ||
-		    (content && (kms_smime_is_content_header(n) ||
-		    g_ascii_strcasecmp(n, "MIME-Version") == 0)))
-			edit_change(ed, n, occurrence(msg, i), NULL);
-		else if (subject_triggers(sp->subject_tag, n, v)) {
+		if (nv != NULL && occ == 1 && (sp->header == NULL ||
+		    g_ascii_strcasecmp(name, sp->header) != 0)) {
+			for (guint k = 0; k < n; k++)
+				if (g_ascii_strcasecmp(new[k].name, name) == 0)
+					placed[k] = TRUE;
+			edit_change(ed, name, occ, nv);
+		} else if ((sp->header && g_ascii_strcasecmp(name, sp->header) == 0) ||
+		    g_ascii_strcasecmp(name, SPLIT_HEADER) == 0 ||
+		    g_ascii_strcasecmp(name, INFO_HEADER) == 0 ||
+		    (new && (kms_smime_is_content_header(name) ||
+		    g_ascii_strcasecmp(name, "MIME-Version") == 0)))
+			edit_change(ed, name, occ, NULL);
+		else if (subject_triggers(sp->subject_tag, name, v)) {
 			g_autofree char *cut = cut_tag(v, sp->subject_tag);
 
 			/* the value is passed on as stored: leading space kept */
-			edit_check(ed, smfi_chgheader(ed->ctx, (char *)n, occurrence(msg, i),
-			    ed->conn->leadspc ? cut : cut + (*cut == ' ')), "change", n);
+			edit_check(ed, smfi_chgheader(ed->ctx, (char *)name, occ,
+			    ed->conn->leadspc ? cut : cut + (*cut == ' ')), "change", name);
 		}
 	}
+	for (guint k = 0; k < n; k++)
+		if (!placed[k])
+			edit_add(ed, new[k].name, new[k].value);
 }
 
 /* Is the trigger of the sender's policy present? */
@@ -575,6 +605,8 @@ encrypt_message(SMFICTX *ctx, KmsConnection *conn, KmsMessage *msg, KmsOutbound 
 	g_autoptr(KmsEncrypted) enc = NULL;
 	g_autofree KmsEncryptRecipient *er = g_new0(KmsEncryptRecipient, res->recipients->len + 1);
 	g_autofree char *info = NULL;
+	g_autofree NewHeader *new = NULL;
+	guint nnew = 0;
 	const guint8 *data;
 	gsize len;
 	Edit ed = { ctx, conn, msg, FALSE };
@@ -627,16 +659,17 @@ encrypt_message(SMFICTX *ctx, KmsConnection *conn, KmsMessage *msg, KmsOutbound 
 					break;
 				}
 		}
-	strip_headers(&ed, o->sender_policy, TRUE);
-	edit_add(&ed, "MIME-Version", "1.0");
+	info = g_strdup_printf("encrypted %s for %u recipient%s", res->algorithm, o->found->len,
+	    o->found->len == 1 ? "" : "s");
+	new = g_new0(NewHeader, enc->headers->len + 2);
+	new[nnew++] = (NewHeader){ "MIME-Version", "1.0" };
 	for (guint i = 0; i < enc->headers->len; i++) {
 		const KmsEncryptHeader *h = g_ptr_array_index(enc->headers, i);
 
-		edit_add(&ed, h->name, h->value);
+		new[nnew++] = (NewHeader){ h->name, h->value };
 	}
-	info = g_strdup_printf("encrypted %s for %u recipient%s", res->algorithm, o->found->len,
-	    o->found->len == 1 ? "" : "s");
-	edit_add(&ed, INFO_HEADER, info);
+	new[nnew++] = (NewHeader){ INFO_HEADER, info };
+	edit_headers(&ed, o->sender_policy, new, nnew);
 	data = g_bytes_get_data(enc->body, &len);
 	edit_check(&ed, smfi_replacebody(ctx, (unsigned char *)data, (int)len), "replace", "the body");
 	if (ed.failed) {
@@ -706,7 +739,7 @@ kms_job_encrypt(SMFICTX *ctx, KmsConnection *conn, KmsMessage *msg)
 	if (marker && split_known(marker) && level == KMS_ENCRYPT_IF_POSSIBLE) {
 		Edit ed = { ctx, conn, msg, FALSE };
 
-		strip_headers(&ed, o->sender_policy, FALSE);
+		edit_headers(&ed, o->sender_policy, NULL, 0);
 		kms_log(LOG_INFO, msg->qid, "encryption: plain copy of a split message delivered as it is");
 		return ed.failed ? KMS_VERDICT_TEMPFAIL : KMS_VERDICT_ACCEPT;
 	}
@@ -714,7 +747,7 @@ kms_job_encrypt(SMFICTX *ctx, KmsConnection *conn, KmsMessage *msg)
 	    body_is_enveloped(msg)) {
 		Edit ed = { ctx, conn, msg, FALSE };
 
-		strip_headers(&ed, o->sender_policy, FALSE);
+		edit_headers(&ed, o->sender_policy, NULL, 0);
 		kms_log(LOG_INFO, msg->qid, "encryption: already encrypted by the sender: not encrypted again");
 		return ed.failed ? KMS_VERDICT_TEMPFAIL : KMS_VERDICT_ACCEPT;
 	}
