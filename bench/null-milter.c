@@ -27,12 +27,12 @@
  *	whose SMFIP_NR_* flag was granted return SMFIS_NOREPLY.
  *
  *	-R BODY: the floor under an encrypting milter. At end of message it
- *	makes the changes kmsmilter makes when it encrypts (the three
- *	Content-Type, Content-Transfer-Encoding and MIME-Version headers
- *	deleted; MIME-Version, Content-Type, Content-Transfer-Encoding,
- *	Content-Disposition and X-KMS-Info added) and replaces the body with
- *	the bytes of the file BODY (run-encrypt.sh gives it the base64 CMS
- *	kmsmilter produced for the same message), then accepts. No
+ *	makes the changes kmsmilter makes when it encrypts a message with
+ *	those three headers (Content-Type, Content-Transfer-Encoding and
+ *	MIME-Version changed; Content-Disposition and X-KMS-Info added) and
+ *	replaces the body with the bytes of the file BODY (run-encrypt.sh
+ *	gives it the base64 CMS kmsmilter produced for the same message),
+ *	then accepts. No
  *	encryption, no vault, no parsing: what is left is the protocol
  *	carrying the body in and the new body out.
  *
@@ -172,19 +172,19 @@ nm_eom(SMFICTX *ctx)
 		c->in_message = 0;
 	}
 	if (replay_body != NULL) {
-		static const char *const del[] = { "Content-Type", "Content-Transfer-Encoding",
-		    "MIME-Version" };
-		static const char *const add[][2] = {
-			{ "MIME-Version", " 1.0" },
+		static const char *const chg[][2] = {
 			{ "Content-Type", " application/pkcs7-mime; smime-type=enveloped-data;"
-			    " name=\"smime.p7m\"" },
+			    " name=smime.p7m" },
 			{ "Content-Transfer-Encoding", " base64" },
-			{ "Content-Disposition", " attachment; filename=\"smime.p7m\"" },
+			{ "MIME-Version", " 1.0" },
+		};
+		static const char *const add[][2] = {
+			{ "Content-Disposition", " attachment; filename=smime.p7m" },
 			{ "X-KMS-Info", " encrypted aes256-cbc for 3 recipients" },
 		};
 
-		for (size_t i = 0; i < sizeof(del) / sizeof(del[0]); i++)
-			if (smfi_chgheader(ctx, (char *)del[i], 1, NULL) != MI_SUCCESS)
+		for (size_t i = 0; i < sizeof(chg) / sizeof(chg[0]); i++)
+			if (smfi_chgheader(ctx, (char *)chg[i][0], 1, (char *)chg[i][1]) != MI_SUCCESS)
 				return SMFIS_TEMPFAIL;
 		for (size_t i = 0; i < sizeof(add) / sizeof(add[0]); i++)
 			if (smfi_addheader(ctx, (char *)add[i][0], (char *)add[i][1]) != MI_SUCCESS)
