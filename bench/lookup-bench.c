@@ -18,10 +18,11 @@
  *	  msgK		the whole decision for one message to K recipients,
  *			as kmsmilter's encryption job and kmsctl negotiate
  *			make it: kms_outbound_policies() (sender + every
- *			recipient), kms_outbound_certificates() (every
- *			recipient + the sender's own certificate) and, when a
- *			certificate was found, kms_outbound_negotiate() with
- *			the sender's certificate.
+ *			recipient: one statement), kms_outbound_certificates()
+ *			(every recipient + the sender's own certificate: one
+ *			statement) and, when a certificate was found,
+ *			kms_outbound_negotiate() with the sender's
+ *			certificate. Two round trips whatever K.
  *
  *	The vault is expected to hold the addresses bench/run-lookup.sh
  *	generates: uI@dJ.bench.test with I in 1..ADDRESSES and J = I % 1000;

@@ -32,7 +32,8 @@
 #      - policy: algorithms for 100 domains (GCM first), allow_untrusted
 #        for 5,000 users.
 #      then ANALYZE, EXPLAIN ANALYZE of recipients.c's and policy.c's
-#      statements for one address (kept in the raw directory and printed).
+#      statements for the four addresses of one message (kept in the raw
+#      directory and printed).
 #   3. bench/lookup-bench with the kms_milter role on the unix socket:
 #      ROUNDS rounds of SAMPLES interleaved samples of SELECT 1, one
 #      recipient lookup, and the whole decision for messages to 1, 3 and
@@ -175,13 +176,15 @@ COUNTS=$(psql_kms "SELECT (SELECT count(*) FROM certificates) || ' certificates,
     pg_size_pretty(pg_database_size('kms')) || ' database'")
 echo "loaded in ${LOAD_S} s: $COUNTS" >&2
 
-# --- EXPLAIN ANALYZE of the statements, for one known address ----------------------
-# recipients.c's certificate statement as kmsmilter runs it: prepared, after
-# enough executions for the plan cache to settle, then policy.c's statement.
-src=$top/keyvault/recipients.c
+# --- EXPLAIN ANALYZE of the statements, for one message ---------------------------
+# recipients.c's certificate statement and policy.c's policy statement as
+# kmsmilter runs them: prepared, after enough executions for the plan cache
+# to settle, for the four addresses of one message; then how often each was
+# planned generic and custom (custom after the first five: planned again on
+# every execution).
 A=u4711@d711.bench.test
-extract() { # the C string constant $1 of recipients.c as SQL
-	python3 - "$src" "$1" <<'PY'
+extract() { # the C string constant $2 of keyvault/$1 as SQL
+	python3 - "$top/keyvault/$1" "$2" <<'PY'
 import re, sys
 src, name = sys.argv[1:3]
 text = open(src).read()
@@ -191,18 +194,27 @@ body = body.replace("G_STRINGIFY(MAX_CANDIDATES)", '"20"')
 print("".join(bytes(m, "ascii").decode("unicode_escape") for m in re.findall(r'"((?:[^"\\]|\\.)*)"', body)))
 PY
 }
+MSG="{$A,u4712@d712.bench.test,nobody5@d5.bench.test,u4715@d715.bench.test}"
 {
 	echo "\\o /dev/null"
-	echo "PREPARE cert(text, boolean) AS $(extract cert_query);"
-	for i in 1 2 3 4 5 6 7 8; do echo "EXECUTE cert('u$((i * 13))@d$((i * 13)).bench.test', false);"; done
+	echo "PREPARE cert(text[], boolean[]) AS $(extract recipients.c cert_query);"
+	echo "PREPARE pol(text[], text[]) AS $(extract policy.c rows_query);"
+	for i in 1 2 3 4 5 6 7 8; do
+		echo "EXECUTE cert('{u$((i * 13))@d$((i * 13)).bench.test,u$((i * 17))@d$((i * 17)).bench.test}', '{f,t}');"
+		echo "EXECUTE pol('{d$((i * 13)).bench.test,d$((i * 17)).bench.test}', '{u$((i * 13))@d$((i * 13)).bench.test}');"
+	done
 	echo "\\o"
-	echo "\\echo -- recipients.c cert_query, prepared (kms_recipient_cert)"
-	echo "EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) EXECUTE cert('$A', false);"
-	echo "\\echo -- policy.c: policy rows of a user and domain"
-	echo "EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) SELECT scope, name, key, value FROM policy WHERE (scope = 'domain' AND name = 'd711.bench.test') OR (scope = 'user' AND name = '$A'::text) ORDER BY scope = 'user', key;"
+	echo "\\echo -- recipients.c cert_query, prepared (kms_recipient_certs), for a message to 3 + its sender"
+	echo "EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) EXECUTE cert('$MSG', '{f,f,f,f}');"
+	echo "\\echo -- policy.c rows_query, prepared (kms_policy_rows_any): the domains and users of that message"
+	echo "EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) EXECUTE pol('{d711.bench.test,d712.bench.test,d5.bench.test,d715.bench.test}', '$MSG');"
+	echo "\\echo -- plans: statement|generic|custom"
+	echo "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements ORDER BY name;"
 } | "$PG_BINDIR/psql" -X -q -At -h "$PGSOCK" -U kms_milter -d kms >"$RAW/explain.txt" 2>&1
 grep -qi "seq scan on \(certificates\|certificate_addresses\|capabilities\|revocations\)" "$RAW/explain.txt" &&
     echo "WARNING: a sequential scan on a big table, see $RAW/explain.txt" >&2
+grep -Eq "^(cert|pol)\|[0-9]+\|([6-9]|[1-9][0-9])$" "$RAW/explain.txt" &&
+    echo "WARNING: a statement is planned again on every execution, see $RAW/explain.txt" >&2
 
 # --- 3. measure -------------------------------------------------------------------
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
@@ -269,7 +281,7 @@ if base and os.path.exists(rawbase):
 ex = open(explain).read()
 times = re.findall(r"Execution Time: ([0-9.]+) ms", ex)
 plans = re.findall(r"Planning Time: ([0-9.]+) ms", ex)
-print("EXPLAIN ANALYZE (one known address; full plans in `bench/lookup-last-run/explain.txt`): "
+print("EXPLAIN ANALYZE (the four addresses of one message; full plans in `bench/lookup-last-run/explain.txt`): "
       "planning " + ", ".join(f"{p} ms" for p in plans) + "; execution "
       + ", ".join(f"{t} ms" for t in times) + " (certificate statement, policy statement).")
 seq = re.findall(r"Seq Scan on (\w+)", ex)

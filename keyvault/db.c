@@ -39,6 +39,38 @@ kms_db_param_bytes(KmsDbParams *p, const void *data, gsize len)
 	p->n++;
 }
 
+/*
+ * Array literal syntax: every element in double quotes, with a double
+ * quote or a backslash escaped by a backslash, so that braces, commas,
+ * spaces and the word NULL in a hostile address stay data; only the
+ * unquoted NULL written for a NULL item is SQL NULL.
+ */
+void
+kms_db_param_array(KmsDbParams *p, const char *const *items, gsize n)
+{
+	GString *s = g_string_new("{");
+
+	g_assert(p->n < KMS_DB_MAX_PARAMS);
+	for (gsize i = 0; i < n; i++) {
+		if (i > 0)
+			g_string_append_c(s, ',');
+		if (items[i] == NULL) {
+			g_string_append(s, "NULL");
+			continue;
+		}
+		g_string_append_c(s, '"');
+		for (const char *c = items[i]; *c; c++) {
+			if (*c == '"' || *c == '\\')
+				g_string_append_c(s, '\\');
+			g_string_append_c(s, *c);
+		}
+		g_string_append_c(s, '"');
+	}
+	g_string_append_c(s, '}');
+	p->owned[p->n] = g_string_free(s, FALSE);
+	kms_db_param_text(p, p->owned[p->n]);
+}
+
 void
 kms_db_params_clear(KmsDbParams *p)
 {

@@ -43,6 +43,10 @@ typedef struct {
 void kms_db_param_text(KmsDbParams *p, const char *text);	/* NULL: SQL NULL; borrowed */
 void kms_db_param_int(KmsDbParams *p, gint64 v);
 void kms_db_param_bytes(KmsDbParams *p, const void *data, gsize len);	/* borrowed */
+/* A one-dimensional array of the N ITEMS (an item may be NULL: SQL
+ * NULL) as a text literal, each element quoted; cast it in the SQL
+ * ($1::text[], $2::boolean[]). The literal is owned by P. */
+void kms_db_param_array(KmsDbParams *p, const char *const *items, gsize n);
 void kms_db_params_clear(KmsDbParams *p);
 
 /* Connect with DSN; application_name is set to APP. Caller PQfinish()es. */

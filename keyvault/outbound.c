@@ -12,12 +12,6 @@ free_recipient(gpointer p)
 	kms_recipient_free(p);
 }
 
-static void
-free_policy(gpointer p)
-{
-	kms_policy_free(p);
-}
-
 static gboolean
 same_address(const char *a, const char *b)
 {
@@ -31,10 +25,11 @@ kms_outbound_free(KmsOutbound *o)
 		return NULL;
 	g_free(o->from);
 	kms_policy_free(o->sender_policy);
-	g_ptr_array_unref(o->rcpts);
-	g_ptr_array_unref(o->policies);
-	g_ptr_array_unref(o->found);
-	g_ptr_array_unref(o->missing);
+	/* NULL when the policies could not be resolved */
+	g_clear_pointer(&o->rcpts, g_ptr_array_unref);
+	g_clear_pointer(&o->policies, g_ptr_array_unref);
+	g_clear_pointer(&o->found, g_ptr_array_unref);
+	g_clear_pointer(&o->missing, g_ptr_array_unref);
 	kms_recipient_free(o->sender);
 	g_free(o);
 	return NULL;
@@ -45,18 +40,15 @@ kms_outbound_policies(PGconn *c, const KmsConfig *cfg, const char *from,
     const char *const *rcpts, gsize n, GError **err)
 {
 	g_autoptr(KmsOutbound) o = g_new0(KmsOutbound, 1);
+	g_autoptr(GPtrArray) scopes = g_ptr_array_new();
+	GPtrArray *p;
 
 	o->from = g_strdup(from);
 	o->rcpts = g_ptr_array_new_with_free_func(g_free);
-	o->policies = g_ptr_array_new_with_free_func(free_policy);
 	o->found = g_ptr_array_new_with_free_func(free_recipient);
 	o->missing = g_ptr_array_new_with_free_func(g_free);
-	/* the sender's policy decides how; without a sender, the global one */
-	if ((o->sender_policy = kms_policy_resolve(c, cfg, NULL, from, err)) == NULL)
-		return NULL;
 	for (gsize i = 0; i < n; i++) {
 		gboolean dup = FALSE;
-		KmsPolicy *rp;
 
 		for (guint j = 0; j < o->rcpts->len && !dup; j++)
 			dup = same_address(rcpts[i], g_ptr_array_index(o->rcpts, j));
@@ -64,11 +56,17 @@ kms_outbound_policies(PGconn *c, const KmsConfig *cfg, const char *from,
 			continue;
 		if (from && same_address(rcpts[i], from))
 			o->from_listed = TRUE;
-		if ((rp = kms_policy_resolve(c, cfg, NULL, rcpts[i], err)) == NULL)
-			return NULL;
 		g_ptr_array_add(o->rcpts, g_strdup(rcpts[i]));
-		g_ptr_array_add(o->policies, rp);
 	}
+	/* the sender's policy decides how; without a sender, the global one */
+	g_ptr_array_add(scopes, (gpointer)from);
+	for (guint i = 0; i < o->rcpts->len; i++)
+		g_ptr_array_add(scopes, g_ptr_array_index(o->rcpts, i));
+	p = kms_policy_resolve_many(c, cfg, (const char *const *)scopes->pdata, scopes->len, err);
+	if (p == NULL)
+		return NULL;
+	o->sender_policy = g_ptr_array_steal_index(p, 0);
+	o->policies = p;
 	return g_steal_pointer(&o);
 }
 
@@ -82,21 +80,31 @@ kms_outbound_level(const KmsOutbound *o, gboolean triggered)
 gboolean
 kms_outbound_certificates(PGconn *c, KmsOutbound *o, GError **err)
 {
-	for (guint i = 0; i < o->rcpts->len; i++) {
-		const char *a = g_ptr_array_index(o->rcpts, i);
-		const KmsPolicy *rp = g_ptr_array_index(o->policies, i);
-		KmsRecipient *r = NULL;
+	guint n = o->rcpts->len;
+	gboolean with_from = o->from && !o->from_listed;
+	g_autofree const char **a = g_new(const char *, n + 1);
+	g_autofree gboolean *untrusted = g_new(gboolean, n + 1);
+	g_autofree KmsRecipient **r = g_new0(KmsRecipient *, n + 1);
 
-		if (!kms_recipient_lookup(c, a, rp->allow_untrusted, &r, err))
-			return FALSE;
-		if (r == NULL)
-			g_ptr_array_add(o->missing, g_strdup(a));
-		else
-			g_ptr_array_add(o->found, r);
+	for (guint i = 0; i < n; i++) {
+		const KmsPolicy *rp = g_ptr_array_index(o->policies, i);
+
+		a[i] = g_ptr_array_index(o->rcpts, i);
+		untrusted[i] = rp->allow_untrusted;
 	}
-	if (o->from && !o->from_listed &&
-	    !kms_recipient_lookup(c, o->from, o->sender_policy->allow_untrusted, &o->sender, err))
+	/* the sender's own, under the sender's policy */
+	a[n] = o->from;
+	untrusted[n] = o->sender_policy->allow_untrusted;
+	if (!kms_recipient_lookup_many(c, a, untrusted, n + (with_from ? 1 : 0), r, err))
 		return FALSE;
+	for (guint i = 0; i < n; i++) {
+		if (r[i] == NULL)
+			g_ptr_array_add(o->missing, g_strdup(a[i]));
+		else
+			g_ptr_array_add(o->found, r[i]);
+	}
+	if (with_from)
+		o->sender = r[n];
 	return TRUE;
 }
 

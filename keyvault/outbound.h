@@ -9,7 +9,8 @@
  *	kms_outbound_policies() resolves the sender's policy (header,
  *	subject_tag, algorithms ... come from it, policy.h) and each
  *	distinct recipient's (compared without case; the first spelling is
- *	kept); kms_outbound_level() is then the message's encrypt level.
+ *	kept), all in one statement (kms_policy_resolve_many());
+ *	kms_outbound_level() is then the message's encrypt level.
  *
  *	kms_outbound_certificates() looks up each recipient's usable
  *	encryption certificate (recipients.h, with that recipient's
@@ -17,7 +18,11 @@
  *	sender's own certificate (with the sender's allow_untrusted) when
  *	the sender is not a recipient anyway: the gateway encrypts to it
  *	so the sender can read what was sent; it never counts as a
- *	recipient for the mixed-recipient rules.
+ *	recipient for the mixed-recipient rules. One statement for them
+ *	all (kms_recipient_lookup_many()).
+ *
+ *	So a message costs two statements in the vault, however many
+ *	recipients it has.
  *
  *	kms_outbound_negotiate() runs kms_negotiate() over found (and the
  *	sender's certificate when WITH_SENDER) under the sender's policy.
@@ -59,7 +64,7 @@ KmsOutbound *kms_outbound_policies(PGconn *c, const KmsConfig *cfg, const char *
 KmsEncryptLevel kms_outbound_level(const KmsOutbound *o, gboolean triggered);
 
 /* Look up the certificates (see DESCRIPTION). FALSE with *err on a
- * database error. */
+ * database error; found, missing and sender are then left as they were. */
 gboolean kms_outbound_certificates(PGconn *c, KmsOutbound *o, GError **err);
 
 /* SHA-256 of the sender's own certificate (as recipient or not), or NULL. */

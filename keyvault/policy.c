@@ -241,65 +241,181 @@ type_values(KmsPolicy *p)
 	    strcmp(v, "reject") == 0 ? KMS_MIXED_REJECT : KMS_MIXED_PLAIN;
 }
 
+/* A policy for ADDRESS (its domain taken from it), else for DOMAIN,
+ * else the global one, with no value yet. NULL with
+ * KMS_POLICY_ERROR_SCOPE. */
+static KmsPolicy *
+new_policy(const char *domain, const char *address, GError **err)
+{
+	g_autoptr(KmsPolicy) p = g_new0(KmsPolicy, 1);
+
+	if (address) {
+		if ((p->address = kms_policy_scope_name(address, FALSE, err)) == NULL)
+			return NULL;
+		p->domain = g_strdup(strrchr(p->address, '@') + 1);
+	} else if (domain && (p->domain = kms_policy_scope_name(domain, TRUE, err)) == NULL)
+		return NULL;
+	return g_steal_pointer(&p);
+}
+
+/* The [policy] section checked, into BASE (canonical texts, g_free). */
+static gboolean
+config_base(const KmsConfig *cfg, char **base, GError **err)
+{
+	for (int i = 0; i < KMS_POLICY_N_KEYS; i++) {
+		g_autoptr(GError) e = NULL;
+		const char *v = kms_config_get(cfg, "policy", key_names[i]);
+
+		if (v == NULL || !kms_policy_check(key_names[i], v, &base[i], &e)) {
+			g_set_error(err, KMS_POLICY_ERROR, KMS_POLICY_ERROR_VALUE, "%s: [policy] %s",
+			    kms_config_path(cfg), e ? e->message : "no value");
+			return FALSE;
+		}
+	}
+	return TRUE;
+}
+
+/*
+ * The rows of the domains $1 and the users $2 (text[]), for every address
+ * of a message at once: a prepared statement (db.h), run on every
+ * message. Domain rows first, so a user's win; then by key and name, so
+ * that the first invalid row, the one reported, does not depend on the
+ * plan. Each array is behind a sub-SELECT: the planner then estimates its
+ * length the same with and without the values, and the server keeps one
+ * generic plan for the statement; with the arrays' lengths known, every
+ * custom plan looks cheaper and the statement would be planned again on
+ * every execution (that costs more than running it).
+ */
+static const char rows_query[] =
+    "SELECT scope, name, key, value FROM policy"
+    " WHERE (scope = 'domain' AND name = ANY((SELECT $1::text[])::text[]))"
+    "  OR (scope = 'user' AND name = ANY((SELECT $2::text[])::text[]))"
+    " ORDER BY scope = 'user', key, name";
+
+/* Add P to the list of the policies named NAME in T. */
+static void
+index_policy(GHashTable *t, const char *name, KmsPolicy *p)
+{
+	GPtrArray *a = g_hash_table_lookup(t, name);
+
+	if (a == NULL) {
+		a = g_ptr_array_new();
+		g_hash_table_insert(t, (gpointer)name, a);
+	}
+	g_ptr_array_add(a, p);
+}
+
+/*
+ * The vault rows of every domain and user of the N policies P, in one
+ * statement (rows_query), each applied to every policy it concerns; names
+ * are distinct in the arrays (a message's recipients share domains).
+ */
+static gboolean
+vault_rows(PGconn *c, KmsPolicy **p, gsize n, GError **err)
+{
+	g_autoptr(GHashTable) domains = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+	    (GDestroyNotify)g_ptr_array_unref);
+	g_autoptr(GHashTable) users = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+	    (GDestroyNotify)g_ptr_array_unref);
+	g_autofree gpointer *dn = NULL, *un = NULL;
+	guint ndn, nun;
+	KmsDbParams q = KMS_DB_PARAMS_INIT;
+	g_autoptr(PGresult) r = NULL;
+
+	for (gsize i = 0; i < n; i++) {
+		if (p[i]->domain)
+			index_policy(domains, p[i]->domain, p[i]);
+		if (p[i]->address)
+			index_policy(users, p[i]->address, p[i]);
+	}
+	if (g_hash_table_size(domains) == 0)
+		return TRUE;
+	dn = g_hash_table_get_keys_as_array(domains, &ndn);
+	un = g_hash_table_get_keys_as_array(users, &nun);
+	kms_db_param_array(&q, (const char *const *)dn, ndn);
+	kms_db_param_array(&q, (const char *const *)un, nun);
+	r = kms_db_run_prepared(c, "kms_policy_rows_any", rows_query, &q, err);
+	if (r == NULL)
+		return FALSE;
+	for (int row = 0; row < PQntuples(r); row++) {
+		const char *scope = PQgetvalue(r, row, 0), *name = PQgetvalue(r, row, 1);
+		const char *key = PQgetvalue(r, row, 2);
+		gboolean user = strcmp(scope, "user") == 0;
+		g_autofree char *canon = NULL;
+		g_autoptr(GError) e = NULL;
+		int idx = key_index(key);
+		GPtrArray *a;
+
+		if (idx < 0)	/* a key from a later version: not ours to judge */
+			continue;
+		if (!kms_policy_check(key, PQgetvalue(r, row, 3), &canon, &e)) {
+			g_set_error(err, KMS_POLICY_ERROR, KMS_POLICY_ERROR_VALUE,
+			    "vault policy of %s %s: %s", scope, name, e->message);
+			return FALSE;
+		}
+		if ((a = g_hash_table_lookup(user ? users : domains, name)) == NULL)
+			continue;
+		for (guint i = 0; i < a->len; i++)
+			apply(g_ptr_array_index(a, i), idx, canon, user ? KMS_POLICY_FROM_USER :
+			    KMS_POLICY_FROM_DOMAIN);
+	}
+	return TRUE;
+}
+
+/* Complete the N policies P (scopes set): the configuration, read once,
+ * then the vault's rows (none without C), then the typed values. */
+static gboolean
+resolve(PGconn *c, const KmsConfig *cfg, KmsPolicy **p, gsize n, GError **err)
+{
+	char *base[KMS_POLICY_N_KEYS] = { NULL };
+	gboolean ok;
+
+	ok = config_base(cfg, base, err);
+	for (gsize i = 0; ok && i < n; i++)
+		for (int k = 0; k < KMS_POLICY_N_KEYS; k++)
+			apply(p[i], k, base[k], KMS_POLICY_FROM_CONFIG);
+	for (int k = 0; k < KMS_POLICY_N_KEYS; k++)
+		g_free(base[k]);
+	if (!ok || (c && !vault_rows(c, p, n, err)))
+		return FALSE;
+	for (gsize i = 0; i < n; i++)
+		type_values(p[i]);
+	return TRUE;
+}
+
 KmsPolicy *
 kms_policy_resolve(PGconn *c, const KmsConfig *cfg, const char *domain, const char *address,
     GError **err)
 {
-	g_autoptr(KmsPolicy) p = g_new0(KmsPolicy, 1);
-	g_autoptr(PGresult) r = NULL;
+	g_autoptr(KmsPolicy) p = new_policy(domain, address, err);
 
-	if (address) {
-		const char *at;
-
-		if ((p->address = kms_policy_scope_name(address, FALSE, err)) == NULL)
-			return NULL;
-		at = strrchr(p->address, '@');
-		p->domain = g_strdup(at + 1);
-	} else if (domain && (p->domain = kms_policy_scope_name(domain, TRUE, err)) == NULL)
+	if (p == NULL || !resolve(c, cfg, &p, 1, err))
 		return NULL;
-
-	for (int i = 0; i < KMS_POLICY_N_KEYS; i++) {
-		g_autofree char *canon = NULL;
-		g_autoptr(GError) e = NULL;
-		const char *v = kms_config_get(cfg, "policy", key_names[i]);
-
-		if (v == NULL || !kms_policy_check(key_names[i], v, &canon, &e)) {
-			g_set_error(err, KMS_POLICY_ERROR, KMS_POLICY_ERROR_VALUE, "%s: [policy] %s",
-			    kms_config_path(cfg), e ? e->message : "no value");
-			return NULL;
-		}
-		apply(p, i, canon, KMS_POLICY_FROM_CONFIG);
-	}
-	if (p->domain && c) {
-		KmsDbParams q = KMS_DB_PARAMS_INIT;
-
-		kms_db_param_text(&q, p->domain);
-		kms_db_param_text(&q, p->address);
-		/* domain rows first, so the user's win */
-		r = kms_db_run_prepared(c, "kms_policy_rows", "SELECT scope, name, key, value FROM policy"
-		    " WHERE (scope = 'domain' AND name = $1) OR (scope = 'user' AND name = $2::text)"
-		    " ORDER BY scope = 'user', key", &q, err);
-		if (r == NULL)
-			return NULL;
-		for (int row = 0; row < PQntuples(r); row++) {
-			const char *scope = PQgetvalue(r, row, 0), *key = PQgetvalue(r, row, 2);
-			g_autofree char *canon = NULL;
-			g_autoptr(GError) e = NULL;
-			int idx = key_index(key);
-
-			if (idx < 0)	/* a key from a later version: not ours to judge */
-				continue;
-			if (!kms_policy_check(key, PQgetvalue(r, row, 3), &canon, &e)) {
-				g_set_error(err, KMS_POLICY_ERROR, KMS_POLICY_ERROR_VALUE,
-				    "vault policy of %s %s: %s", scope, PQgetvalue(r, row, 1), e->message);
-				return NULL;
-			}
-			apply(p, idx, canon, strcmp(scope, "user") == 0 ? KMS_POLICY_FROM_USER :
-			    KMS_POLICY_FROM_DOMAIN);
-		}
-	}
-	type_values(p);
 	return g_steal_pointer(&p);
+}
+
+static void
+free_policy(gpointer p)
+{
+	kms_policy_free(p);
+}
+
+GPtrArray *
+kms_policy_resolve_many(PGconn *c, const KmsConfig *cfg, const char *const *addresses, gsize n,
+    GError **err)
+{
+	g_autoptr(GPtrArray) a = g_ptr_array_new_full(n, free_policy);
+
+	for (gsize i = 0; i < n; i++) {
+		KmsPolicy *p = new_policy(NULL, addresses[i], err);
+
+		if (p == NULL)
+			return NULL;
+		g_ptr_array_add(a, p);
+	}
+	if (!resolve(c, cfg, (KmsPolicy **)a->pdata, n, err))
+		return NULL;
+	return g_steal_pointer(&a);
 }
 
 KmsPolicy *

@@ -19,6 +19,10 @@
  *	Resolution per key: the user row (the address, compared in lower
  *	case) wins over the domain row (the part after the last '@', lower
  *	case, exact match: no parent domains) which wins over the config.
+ *	kms_policy_resolve_many() resolves every address of a message with
+ *	one statement (the rows of all their domains and users at once,
+ *	each applied to every address it concerns) and reads the config
+ *	once; kms_policy_resolve() is its case of one scope.
  *
  *	For one message (kms_policy_message()):
  *	  encrypt	the strictest of the sender's and every recipient's
@@ -138,6 +142,14 @@ char *kms_policy_scope_name(const char *name, gboolean domain, GError **err);
  * a database error: KMS_DB_ERROR_RETRY is transient). */
 KmsPolicy *kms_policy_resolve(PGconn *c, const KmsConfig *cfg, const char *domain,
     const char *address, GError **err);
+/* The policies of the N ADDRESSES (an element may be NULL: the global
+ * policy), each as kms_policy_resolve() of that address, in one
+ * statement (see DESCRIPTION). N KmsPolicy * in ADDRESSES order; the
+ * caller g_ptr_array_unref()s the array, which frees them. NULL with
+ * *err as kms_policy_resolve(); an invalid address is reported before
+ * the vault is asked. */
+GPtrArray *kms_policy_resolve_many(PGconn *c, const KmsConfig *cfg,
+    const char *const *addresses, gsize n, GError **err);
 KmsPolicy *kms_policy_free(KmsPolicy *p);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KmsPolicy, kms_policy_free)
 

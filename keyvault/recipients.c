@@ -6,8 +6,11 @@
  *	The vault's SQL filters validity, revocation and status; the key and
  *	its usage are checked again here on the parsed certificate, since a
  *	harvested certificate's usage column only says how it was seen.
- *	At most MAX_CANDIDATES certificates are parsed per lookup, however
- *	many a hostile sender got harvested for one address.
+ *	At most MAX_CANDIDATES certificates are parsed per address looked
+ *	up, however many a hostile sender got harvested for one address,
+ *	and those of one address never take the place of another's.
+ *	Addresses travel as an array parameter, each element quoted
+ *	(kms_db_param_array()).
  */
 #include "autoconfig.h"
 #include "recipients.h"
@@ -24,30 +27,46 @@
 
 #define MAX_CANDIDATES 20
 
-/* Usable certificates for $1, key preference first, then newest; every
- * row also carries the newest signature's capabilities (signing time,
- * algorithms as a JSON array; NULL when none): one round trip and one
- * planning per lookup, which is most of its cost (BENCHMARKS.md). */
+/*
+ * Usable certificates of each address of $1 (with its allow_untrusted in
+ * $2), per address the key preference first, then newest, at most
+ * MAX_CANDIDATES each; every row also carries that address's ordinal
+ * (from 1) and its newest signature's capabilities (signing time,
+ * algorithms as a JSON array; NULL when none). One round trip for all
+ * the addresses of a message, prepared once per connection: the round
+ * trips and the planning were most of the cost (BENCHMARKS.md). The
+ * LATERAL body is the query of one address; its LIMIT keeps one address
+ * with many harvested certificates from crowding out the others. The
+ * arrays are behind sub-SELECTs so that the server keeps one generic
+ * plan (see rows_query in policy.c): with their lengths known, it would
+ * plan the statement again on every execution.
+ */
 static const char cert_query[] =
-    "WITH pref AS (SELECT k.key_preference AS id FROM capabilities k"
-    "  WHERE lower(k.address) = lower($1) AND k.key_preference IS NOT NULL"
+    "SELECT q.i, x.id, x.source, x.status, x.sha256, x.der, x.preferred, x.t, x.names"
+    " FROM unnest((SELECT $1::text[]), (SELECT $2::boolean[]))"
+    "  WITH ORDINALITY AS q(address, untrusted, i)"
+    " CROSS JOIN LATERAL ("
+    " WITH pref AS (SELECT k.key_preference AS id FROM capabilities k"
+    "  WHERE lower(k.address) = lower(q.address) AND k.key_preference IS NOT NULL"
     "  ORDER BY k.signing_time DESC, k.id DESC LIMIT 1),"
     " caps AS (SELECT to_char(k.signing_time AT TIME ZONE 'UTC',"
     "   'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS t, array_to_json(k.algorithms) AS names"
-    "  FROM capabilities k WHERE lower(k.address) = lower($1)"
+    "  FROM capabilities k WHERE lower(k.address) = lower(q.address)"
     "  ORDER BY k.signing_time DESC, k.id DESC LIMIT 1)"
-    " SELECT c.id, c.source, c.status, c.sha256, c.der,"
+    " SELECT c.id, c.source, c.status, c.sha256, c.der, c.not_before,"
     "  COALESCE(c.id = (SELECT id FROM pref), false) AS preferred,"
-    "  (SELECT t FROM caps), (SELECT names FROM caps)"
+    "  (SELECT t FROM caps) AS t, (SELECT names FROM caps) AS names"
     " FROM certificates c"
     " WHERE c.id IN (SELECT a.certificate_id FROM certificate_addresses a"
-    "   WHERE lower(a.address) = lower($1) UNION SELECT id FROM pref)"
+    "   WHERE lower(a.address) = lower(q.address) UNION SELECT id FROM pref)"
     "  AND c.not_before <= now() AND c.not_after > now()"
     "  AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.certificate_id = c.id)"
     "  AND ((c.source = 'issued' AND c.status = 'valid' AND c.usage IN ('encryption', 'both'))"
     "   OR (c.source = 'harvested' AND (c.status = 'trusted'"
-    "    OR ($2::boolean AND c.status = 'untrusted-chain'))))"
-    " ORDER BY preferred DESC, c.not_before DESC, c.id DESC LIMIT " G_STRINGIFY(MAX_CANDIDATES);
+    "    OR (q.untrusted AND c.status = 'untrusted-chain'))))"
+    " ORDER BY preferred DESC, c.not_before DESC, c.id DESC LIMIT " G_STRINGIFY(MAX_CANDIDATES)
+    " ) x"
+    " ORDER BY q.i, x.preferred DESC, x.not_before DESC, x.id DESC";
 
 /* Key kind of X when it can receive an encrypted key, else FALSE. */
 static gboolean
@@ -76,11 +95,11 @@ encryption_key(X509 *x, KmsNegotiateKeyKind *kind)
 	}
 }
 
-/* Capabilities from row ROW of the certificate query (columns 6, 7). */
+/* Capabilities from row ROW of the certificate query (columns 7, 8). */
 static gboolean
 set_capabilities(const PGresult *r, int row, KmsRecipient *rc, GError **err)
 {
-	const char *t = kms_db_get_text(r, row, 6), *names = kms_db_get_text(r, row, 7);
+	const char *t = kms_db_get_text(r, row, 7), *names = kms_db_get_text(r, row, 8);
 	g_autoptr(JsonParser) p = NULL;
 	g_autoptr(GError) e = NULL;
 	JsonNode *root;
@@ -111,15 +130,6 @@ set_capabilities(const PGresult *r, int row, KmsRecipient *rc, GError **err)
 	rc->capabilities = (char **)g_ptr_array_free(v, FALSE);
 	rc->capabilities_source = g_strdup_printf("harvested %s", t);
 	return TRUE;
-}
-
-/* cert_query runs on every message: a prepared statement (db.h); parsing
- * and planning it each time cost more than running it (BENCHMARKS.md,
- * "Outbound decision latency"). */
-static PGresult *
-run_cert_query(PGconn *c, KmsDbParams *p, GError **err)
-{
-	return kms_db_run_prepared(c, "kms_recipient_cert", cert_query, p, err);
 }
 
 /*
@@ -162,44 +172,77 @@ parse_cached(GBytes *der)
 	return x;
 }
 
+/* Row ROW as the recipient ADDRESS when its certificate can receive an
+ * encrypted key; NULL when not (skipped, as the next row may be), or on
+ * an error with *err set and *failed TRUE. */
+static KmsRecipient *
+candidate(const PGresult *r, int row, const char *address, gboolean *failed, GError **err)
+{
+	g_autoptr(GBytes) der = kms_db_get_bytes(r, row, 5);
+	g_autoptr(KmsRecipient) rc = NULL;
+	X509 *x = der ? parse_cached(der) : NULL;
+	KmsNegotiateKeyKind kind;
+
+	if (x == NULL || !encryption_key(x, &kind)) {
+		X509_free(x);
+		return NULL;
+	}
+	rc = g_new0(KmsRecipient, 1);
+	rc->address = g_strdup(address);
+	rc->cert = x;
+	rc->cert_id = kms_db_get_int(r, row, 1);
+	rc->source = g_strdup(PQgetvalue(r, row, 2));
+	rc->status = g_strdup(PQgetvalue(r, row, 3));
+	rc->sha256 = g_strdup(PQgetvalue(r, row, 4));
+	rc->key_preference = strcmp(PQgetvalue(r, row, 6), "t") == 0;
+	rc->key_kind = kind;
+	if (!set_capabilities(r, row, rc, err)) {
+		*failed = TRUE;
+		return NULL;
+	}
+	return g_steal_pointer(&rc);
+}
+
+gboolean
+kms_recipient_lookup_many(PGconn *c, const char *const *addresses,
+    const gboolean *allow_untrusted, gsize n, KmsRecipient **out, GError **err)
+{
+	KmsDbParams p = KMS_DB_PARAMS_INIT;
+	g_autoptr(PGresult) r = NULL;
+	g_autofree const char **untrusted = g_new(const char *, n + 1);
+	gboolean failed = FALSE;
+
+	for (gsize i = 0; i < n; i++) {
+		out[i] = NULL;
+		untrusted[i] = allow_untrusted[i] ? "t" : "f";
+	}
+	if (n == 0)
+		return TRUE;
+	kms_db_param_array(&p, addresses, n);
+	kms_db_param_array(&p, untrusted, n);
+	r = kms_db_run_prepared(c, "kms_recipient_certs", cert_query, &p, err);
+	if (r == NULL)
+		return FALSE;
+	/* rows by address, each address's best first: its first usable wins */
+	for (int row = 0; row < PQntuples(r) && !failed; row++) {
+		gint64 i = kms_db_get_int(r, row, 0) - 1;
+
+		if (i < 0 || (guint64)i >= n || out[i] != NULL)
+			continue;
+		out[i] = candidate(r, row, addresses[i], &failed, err);
+	}
+	if (!failed)
+		return TRUE;
+	for (gsize i = 0; i < n; i++)
+		out[i] = kms_recipient_free(out[i]);
+	return FALSE;
+}
+
 gboolean
 kms_recipient_lookup(PGconn *c, const char *address, gboolean allow_untrusted,
     KmsRecipient **out, GError **err)
 {
-	KmsDbParams p = KMS_DB_PARAMS_INIT;
-	g_autoptr(PGresult) r = NULL;
-	g_autoptr(KmsRecipient) rc = NULL;
-
-	*out = NULL;
-	kms_db_param_text(&p, address);
-	kms_db_param_text(&p, allow_untrusted ? "true" : "false");
-	if ((r = run_cert_query(c, &p, err)) == NULL)
-		return FALSE;
-	for (int i = 0; i < PQntuples(r) && rc == NULL; i++) {
-		g_autoptr(GBytes) der = kms_db_get_bytes(r, i, 4);
-		X509 *x = der ? parse_cached(der) : NULL;
-		KmsNegotiateKeyKind kind;
-
-		if (x == NULL || !encryption_key(x, &kind)) {
-			X509_free(x);
-			continue;
-		}
-		rc = g_new0(KmsRecipient, 1);
-		rc->address = g_strdup(address);
-		rc->cert = x;
-		rc->cert_id = kms_db_get_int(r, i, 0);
-		rc->source = g_strdup(PQgetvalue(r, i, 1));
-		rc->status = g_strdup(PQgetvalue(r, i, 2));
-		rc->sha256 = g_strdup(PQgetvalue(r, i, 3));
-		rc->key_preference = strcmp(PQgetvalue(r, i, 5), "t") == 0;
-		rc->key_kind = kind;
-		if (!set_capabilities(r, i, rc, err))
-			return FALSE;
-	}
-	if (rc == NULL)
-		return TRUE;
-	*out = g_steal_pointer(&rc);
-	return TRUE;
+	return kms_recipient_lookup_many(c, &address, &allow_untrusted, 1, out, err);
 }
 
 KmsRecipient *

@@ -5,6 +5,9 @@
  *	kms_recipient_lookup() answers for one address, three ways: found,
  *	not found (no usable certificate), or an error (KMS_DB_ERROR_RETRY
  *	is transient: tempfail, never send in clear).
+ *	kms_recipient_lookup_many() answers the same for every address of a
+ *	message, each with its own allow_untrusted, in one statement;
+ *	kms_recipient_lookup() is its case of one address.
  *
  *	The certificate is usable when it is valid now (not_before <= now <
  *	not_after), not in revocations, has an RSA or EC public key, allows
@@ -15,7 +18,8 @@
  *	  both; or
  *	  harvested: status trusted, or untrusted-chain when ALLOW_UNTRUSTED
  *	  (never expired or any other status).
- *	Among the usable ones, in this order:
+ *	Among the usable ones, in this order (per address, only the first
+ *	20 that pass the vault's checks are parsed for the key checks):
  *	  1. the certificate named by the newest (signing time)
  *	     SMIMEEncryptionKeyPreference announced by the address;
  *	  2. the newest (not_before, then newest row) certificate carrying
@@ -63,6 +67,12 @@ typedef struct {
  * certificate is usable, FALSE with *err on a database error. */
 gboolean kms_recipient_lookup(PGconn *c, const char *address, gboolean allow_untrusted,
     KmsRecipient **out, GError **err);
+/* Look up the N ADDRESSES, address I with ALLOW_UNTRUSTED[I]: TRUE with
+ * OUT[I] (N slots, caller's) set to its recipient (free each with
+ * kms_recipient_free) or NULL when no certificate is usable; FALSE with
+ * *err and every OUT[I] NULL on a database error. */
+gboolean kms_recipient_lookup_many(PGconn *c, const char *const *addresses,
+    const gboolean *allow_untrusted, gsize n, KmsRecipient **out, GError **err);
 
 KmsRecipient *kms_recipient_free(KmsRecipient *r);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KmsRecipient, kms_recipient_free)

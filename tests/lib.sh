@@ -125,6 +125,26 @@ psql_kms() {
 	"$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -At -h "$PGSOCK" -U kmsdba -d "${PGDATABASE_KMS:-kms}" -c "$1"
 }
 
+# log_statements LEVEL: set the cluster's log_statement (none, all...) and
+# wait until new sessions see it (the server logs into $PGDIR/server.log).
+log_statements() {
+	local i=0
+	psql_kms "ALTER SYSTEM SET log_statement = '$1'" && psql_kms "SELECT pg_reload_conf()" >/dev/null ||
+		return 1
+	until [ "$(psql_kms "SHOW log_statement")" = "$1" ]; do
+		i=$((i + 1))
+		[ $i -gt 50 ] && return 1
+		sleep 0.1
+	done
+}
+# log_mark: where the server log ends now, for
+# logged_count MARK REGEX: how many statements run since MARK match REGEX
+# (grep -E on their text as log_statement = all logs them).
+log_mark() { wc -l <"$PGDIR/server.log"; }
+logged_count() {
+	tail -n +"$(($1 + 1))" "$PGDIR/server.log" | grep -cE "LOG: +(statement|execute [^:]*): .*$2"
+}
+
 # write_config FILE [EXTRA-INI]: a configuration for the private cluster.
 write_config() {
 	{

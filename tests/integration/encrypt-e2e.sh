@@ -6,7 +6,8 @@
 # kmsmilter as its milter, and each peer decrypts what its maildir
 # received with its own implementation. Shown: the algorithm and key
 # transport chosen per combination (GCM+OAEP alone; CBC and PKCS#1 v1.5
-# for NSS), trigger header and subject tag removed, the sender's own
+# for NSS; one policy and one certificate statement for a message to
+# four), trigger header and subject tag removed, the sender's own
 # certificate as a recipient (a revoked one never), an already encrypted
 # message not encrypted again, required with a missing certificate -> 550
 # naming the address, mixed = split -> an encrypted and a plain delivery
@@ -115,8 +116,13 @@ fi
 
 # --- 3. all four peers -------------------------------------------------------------
 mk m3 "[SECURE] all hands"
+log_statements all || bail "cannot turn on statement logging"
+M=$(log_mark)
 send m3 gcm@partner.test,nss@partner.test,cms@partner.test,gpg@partner.test
 like "$T/m3.swaks" "^<[-~]* +250 " "all four peers: accepted"
+is "$(logged_count "$M" "FROM policy WHERE")" 1 "  ... kmsmilter ran one policy statement for the sender and the four"
+is "$(logged_count "$M" "FROM certificates c WHERE")" 1 "  ... and one certificate statement for the four and the sender"
+log_statements none || bail "cannot turn off statement logging"
 if got gpg 1; then
 	is "$(hdr X-KMS-Info "$T/got")" "encrypted aes128-cbc for 4 recipients" "  ... aes128-cbc (gpgsm announces no AES-256) for 4"
 	is "$(hdr Subject "$T/got")" "all hands" "  ... the tag is cut in any case"

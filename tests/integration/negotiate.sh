@@ -5,7 +5,9 @@
 # gpgsm - sign messages at test time that go through kmsmilter (miltertest)
 # into the vault; then the algorithm and per-recipient key transport that
 # kmsctl negotiate chooses under domain and user policy overrides, the
-# refusals (blocking recipient, no usable certificate), issued
+# refusals (blocking recipient, no usable certificate), one policy and
+# one certificate statement per message (each recipient with its own
+# allow_untrusted, at most 20 candidates per address), issued
 # certificates and revocation (a revoked certificate is never chosen), and
 # the same answers with the kms_milter role.
 . "$top_srcdir/tests/lib.sh"
@@ -78,6 +80,50 @@ check "  ... aes128-cbc (gpgsm announces no AES-256), rsa-pkcs1 for gpgsm" \
 check "text output" "$KMSCTL" -c "$CONF" negotiate --from boss@example.org --rcpt gcm@partner.test --rcpt gpg@partner.test
 like "$T/out" "^algorithm: aes128-cbc \(enveloped-data\)$" "  ... names the algorithm"
 like "$T/out" "^sender boss@example.org has no usable encryption certificate" "  ... and the sender without certificate"
+
+# --- one statement for the policies, one for the certificates, per message --------
+# (2 + 2N before: one of each per address)
+check "the test cluster logs every statement" log_statements all
+M=$(log_mark)
+check "negotiate from boss@ to three recipients, one of them spelled twice" \
+	NEG --rcpt gcm@partner.test --rcpt nss@partner.test --rcpt cms@partner.test --rcpt GCM@partner.test
+is "$(logged_count "$M" "FROM policy WHERE")" 1 "  ... one policy statement for the sender and the three recipients"
+is "$(logged_count "$M" "FROM certificates c WHERE")" 1 "  ... one certificate statement for the three recipients and the sender"
+check "  ... the same answer: three recipients, aes256-cbc, the sender without certificate" \
+	J "$T/doc" 'sorted(r)==["cms@partner.test","gcm@partner.test","nss@partner.test"] and d["algorithm"]=="aes256-cbc" and d["sender"]["certificate"] is None'
+# each address's own allow_untrusted in that one statement: two recipients
+# of one domain with untrusted chains, one of them allowing those
+psql_kms "UPDATE certificates c SET status = 'untrusted-chain' FROM certificate_addresses a
+	WHERE a.certificate_id = c.id AND lower(a.address) IN ('nss@partner.test', 'cms@partner.test')"
+check "policy set --user nss@partner.test allow_untrusted=yes" \
+	"$KMSCTL" -c "$CONF" policy set --user nss@partner.test allow_untrusted=yes
+M=$(log_mark)
+expect_exit 1 "cms@ and nss@ with untrusted chains, nss@ allows them: exit 1" \
+	NEG --rcpt cms@partner.test --rcpt nss@partner.test --rcpt gcm@partner.test
+like "$T/err" "no usable encryption certificate for cms@partner.test$" "  ... no usable certificate for cms@ (partner.test's default)"
+unlike "$T/err" "nss@partner.test|gcm@partner.test" "  ... nss@ (its user policy) and gcm@ have one"
+is "$(logged_count "$M" "FROM certificates c WHERE")" 1 "  ... in one certificate statement"
+check "policy set --user nss@partner.test allow_untrusted= (removed)" \
+	"$KMSCTL" -c "$CONF" policy set --user nss@partner.test allow_untrusted=
+psql_kms "UPDATE certificates c SET status = 'trusted' FROM certificate_addresses a
+	WHERE a.certificate_id = c.id AND lower(a.address) IN ('nss@partner.test', 'cms@partner.test')"
+# a hostile sender got 25 newer certificates that do not parse harvested for
+# cms@ (whose signature names no key preference, which would come first):
+# at most 20 are examined for it, and they take no place of another's
+is "$(psql_kms "SELECT count(*) FROM capabilities WHERE lower(address) = 'cms@partner.test' AND key_preference IS NOT NULL")" 0 \
+	"cms@ announced no key preference"
+psql_kms "WITH c AS (INSERT INTO certificates (source, usage, status, sha256, serial, subject, issuer,
+	not_before, not_after, der) SELECT 'harvested', 'both', 'trusted', md5('flood' || i) || md5(i || 'flood'),
+	'f' || i, 'CN=Flood', 'CN=Flood', now(), now() + interval '1 day', '\\x00' FROM generate_series(1, 25) AS i
+	RETURNING id) INSERT INTO certificate_addresses SELECT id, 'cms@partner.test' FROM c"
+expect_exit 1 "cms@ (first) behind 25 unparseable certificates: exit 1" \
+	NEG --rcpt cms@partner.test --rcpt gcm@partner.test --rcpt nss@partner.test
+like "$T/err" "no usable encryption certificate for cms@partner.test$" "  ... no usable certificate among the 20 newest of cms@"
+unlike "$T/err" "gcm@partner.test|nss@partner.test" "  ... gcm@ and nss@ after it still have theirs"
+psql_kms "DELETE FROM certificates WHERE issuer = 'CN=Flood'"
+check "cms@ without the flood" NEG --rcpt cms@partner.test --rcpt gcm@partner.test
+check "  ... its certificate again" J "$T/doc" 'r["cms@partner.test"]["certificate"]=="'"$(sha_of "$P/cms.pem")"'"'
+check "the test cluster logs no statement again" log_statements none
 
 # --- a user override beats the domain: no aes128-cbc -> gpgsm blocks -------------------
 check "policy set --user boss@example.org algorithms=aes256-gcm,aes256-cbc" \
