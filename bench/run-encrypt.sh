@@ -85,7 +85,7 @@ build() {
 			(cd "$top_builddir" && "$top/configure" >configure.out 2>&1) ||
 			{ echo "run-encrypt: configure failed (see $top_builddir/configure.out)" >&2; return 1; }
 	fi
-	make -C "$top_builddir" -j"$jobs" all tests/vaulttool >"$top_builddir/bench-make.out" 2>&1 ||
+	{ make -C "$top_builddir" -j"$jobs" all && make -C "$top_builddir" -j"$jobs" tests/vaulttool; } >"$top_builddir/bench-make.out" 2>&1 ||
 		{ tail -30 "$top_builddir/bench-make.out"; echo "run-encrypt: build failed" >&2; return 1; }
 	mkdir -p "$B"
 	pkgs="glib-2.0 gmime-3.0 libssl libcrypto libpq"
