@@ -218,6 +218,28 @@ mk m11 "forged marker" "X-KMS-Split: 00112233445566778899aabbccddeeff"
 send m11 nocert@partner.test
 like "$T/m11.swaks" "^<[-~*]* +550 5\.7\.1 " "a forged X-KMS-Split marker does not bypass required: 550"
 
+# --- 12. content headers: the first of each changed in place, the rest removed ------------
+{
+	printf 'From: Boss <boss@example.org>\r\nTo: gcm@partner.test\r\nSubject: content headers\r\n'
+	printf 'Message-ID: <m12.%s@example.org>\r\nX-KMS-Info: forged by the client\r\n' "$$"
+	printf 'MIME-Version: 1.0\r\nContent-Description: a description\r\nContent-Type: text/plain; charset=us-ascii\r\n'
+	printf 'Content-Type: text/html\r\nContent-ID: <part.m12@example.org>\r\n\r\nSecret plan number m12.\r\n'
+} >"$T/m12.data"
+send m12 gcm@partner.test
+like "$T/m12.swaks" "^<[-~]* +250 " "duplicate and extra content headers: accepted"
+if got gcm 9; then
+	is "$(grep -ci '^Content-Type:' "$T/got")" 1 "  ... one Content-Type"
+	like "$T/got" "^Content-Type: application/pkcs7-mime; .*smime-type=authEnveloped-data" "  ... the CMS's"
+	is "$(grep -ci '^MIME-Version:' "$T/got")" 1 "  ... one MIME-Version"
+	is "$(grep -ci '^X-KMS-Info:' "$T/got")" 1 "  ... one X-KMS-Info"
+	is "$(hdr X-KMS-Info "$T/got")" "encrypted aes256-gcm for 1 recipient" "  ... ours, not the client's"
+	unlike "$T/got" "^Content-(Description|ID):" "  ... no other content header outside"
+	is "$(grep -ci '^Content-Disposition:' "$T/got")" 1 "  ... one Content-Disposition"
+	check "  ... which decrypts" peer_decrypt gcm "$T/got" "$T/m12.out"
+	like "$T/m12.out" "^Content-Description: a description" "  ... with the content headers inside"
+	like "$T/m12.out" "^Secret plan number m12\." "  ... and the text"
+fi
+
 kill -TERM "$MPID"; wait "$MPID"; rc=$?
 is "$rc" 0 "kmsmilter exits 0 on SIGTERM"
 unlike "$T/milter.log" "AddressSanitizer|runtime error" "no sanitizer report in the milter log"
