@@ -33,7 +33,9 @@
  *			to [mail] submit with the original envelope sender,
  *			marked X-KMS-Split; submitted last, after every
  *			change was sent to the MTA, so that a deferred
- *			message has no copy out).
+ *			message has no copy out; not submitted again for
+ *			a retry of a message whose copy is out, see
+ *			copies_sent).
  *	The negotiation refusing (no algorithm every recipient supports)
  *	counts as those blocking recipients lacking a certificate; the
  *	sender's own certificate is dropped first when it alone blocks.
@@ -124,6 +126,58 @@ split_known(const char *value)
 	known = split_ids && g_hash_table_contains(split_ids, id);
 	g_mutex_unlock(&split_lock);
 	return known;
+}
+
+/*
+ * Plain copies submitted, by message: the SHA-256 of the envelope
+ * sender, the Message-ID, the copy's recipients (lower case, sorted) and
+ * the body. When the MTA did not get the verdict after a copy went out
+ * (its connection broke), it defers the message and the client sends it
+ * again: that copy is then not submitted a second time. In memory only,
+ * for COPY_MEMORY seconds and at most COPY_MEMORY_MAX messages. A message
+ * without a Message-ID is never matched: two different messages could
+ * share everything else.
+ */
+#define COPY_MEMORY	(24 * 3600)
+#define COPY_MEMORY_MAX	10000
+static GHashTable *copies_sent;	/* hex SHA-256 -> gint64 *: when, monotonic µs */
+
+static gboolean
+copy_expired(gpointer key, gpointer value, gpointer now)
+{
+	(void)key;
+	return *(gint64 *)now - *(gint64 *)value > (gint64)COPY_MEMORY * G_USEC_PER_SEC;
+}
+
+/* Was the copy with KEY submitted within COPY_MEMORY? */
+static gboolean
+copy_sent(const char *key)
+{
+	gint64 now = g_get_monotonic_time(), *when;
+	gboolean sent;
+
+	g_mutex_lock(&split_lock);
+	when = copies_sent ? g_hash_table_lookup(copies_sent, key) : NULL;
+	sent = when != NULL && !copy_expired(NULL, when, &now);
+	g_mutex_unlock(&split_lock);
+	return sent;
+}
+
+static void
+copy_record(const char *key)
+{
+	gint64 now = g_get_monotonic_time(), *when = g_new(gint64, 1);
+
+	*when = now;
+	g_mutex_lock(&split_lock);
+	if (copies_sent == NULL)
+		copies_sent = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+	if (g_hash_table_size(copies_sent) >= COPY_MEMORY_MAX)
+		g_hash_table_foreach_remove(copies_sent, copy_expired, &now);
+	if (g_hash_table_size(copies_sent) >= COPY_MEMORY_MAX)
+		g_hash_table_remove_all(copies_sent);
+	g_hash_table_insert(copies_sent, g_strdup(key), when);
+	g_mutex_unlock(&split_lock);
 }
 
 /* Case-insensitive search for NEEDLE in HAY; NULL when absent. */
@@ -521,6 +575,50 @@ drop_blockers(KmsOutbound *o, GPtrArray *blockers)
 		}
 }
 
+static gint
+compare_strings(gconstpointer a, gconstpointer b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void
+checksum_string(GChecksum *ck, const char *s)
+{
+	g_checksum_update(ck, (const guchar *)s, (gssize)strlen(s) + 1);	/* with its NUL */
+}
+
+/* The key of the plain copy of MSG for MISSING (see copies_sent), or NULL
+ * when the message has no Message-ID or cannot be read. */
+static char *
+copy_key(KmsMessage *msg, const char *from, GPtrArray *missing)
+{
+	const char *mid = first_header(msg, "Message-ID");
+	g_autoptr(GBytes) body = NULL;
+	g_autoptr(GPtrArray) r = g_ptr_array_new_with_free_func(g_free);
+	g_autofree char *id = NULL;
+	GChecksum *ck;
+	char *key;
+	gsize len;
+	const guint8 *data;
+
+	if (mid == NULL || *(id = g_strstrip(g_strdup(mid))) == '\0' ||
+	    (body = spool_bytes(msg->spool, msg->body_offset, NULL)) == NULL)
+		return NULL;
+	for (guint i = 0; i < missing->len; i++)
+		g_ptr_array_add(r, g_ascii_strdown(g_ptr_array_index(missing, i), -1));
+	g_ptr_array_sort(r, compare_strings);
+	ck = g_checksum_new(G_CHECKSUM_SHA256);
+	checksum_string(ck, from ? from : "");
+	checksum_string(ck, id);
+	for (guint i = 0; i < r->len; i++)
+		checksum_string(ck, g_ptr_array_index(r, i));
+	data = g_bytes_get_data(body, &len);
+	g_checksum_update(ck, data, (gssize)len);
+	key = g_strdup(g_checksum_get_string(ck));
+	g_checksum_free(ck);
+	return key;
+}
+
 /* Submit the original message to the recipients in MISSING as a new
  * message marked with a fresh split ID. */
 static gboolean
@@ -645,8 +743,9 @@ encrypt_message(SMFICTX *ctx, KmsConnection *conn, KmsMessage *msg, KmsOutbound 
 	 * Split: the changes first, the plain copy last. The MTA applies
 	 * changes only with the final accept, so when a change fails or the
 	 * copy cannot be submitted, the message is deferred whole and no
-	 * plain copy is out; a retry submits it once. Only the verdict
-	 * itself can still be lost after the copy went out.
+	 * plain copy is out; a retry submits it once. When the verdict is
+	 * lost after the copy went out, the retry finds the copy in
+	 * copies_sent.
 	 */
 	if (split)
 		for (guint i = 0; i < msg->rcpt_list->len; i++) {
@@ -679,14 +778,21 @@ encrypt_message(SMFICTX *ctx, KmsConnection *conn, KmsMessage *msg, KmsOutbound 
 	}
 	if (split) {
 		g_autoptr(GError) se = NULL;
+		g_autofree char *key = copy_key(msg, from, o->missing);
 
-		if (!submit_copy(conn, msg, from, o->missing, &se)) {
+		if (key != NULL && copy_sent(key))
+			kms_log(LOG_NOTICE, msg->qid, "encryption: split: the plain copy of this message"
+			    " was submitted before: not submitted again");
+		else if (!submit_copy(conn, msg, from, o->missing, &se)) {
 			kms_log(LOG_ERR, msg->qid, "encryption: split: cannot submit the plain copy: %s;"
 			    " message deferred", se->message);
 			return KMS_VERDICT_TEMPFAIL;
+		} else {
+			if (key != NULL)
+				copy_record(key);
+			kms_log(LOG_INFO, msg->qid, "encryption: split: plain copy submitted for %u"
+			    " recipient%s", o->missing->len, o->missing->len == 1 ? "" : "s");
 		}
-		kms_log(LOG_INFO, msg->qid, "encryption: split: plain copy submitted for %u recipient%s",
-		    o->missing->len, o->missing->len == 1 ? "" : "s");
 	}
 	kms_log(LOG_INFO, msg->qid, "encryption: %s for %u recipient%s%s: %s", res->algorithm,
 	    o->found->len, o->found->len == 1 ? "" : "s",

@@ -3,7 +3,8 @@
 # the MTA's part without an MTA.
 #
 #   milter-client.py SOCKET [-n COUNT] [--from ADDR] [--rcpt ADDR]...
-#                    [--close-after-eom SECONDS] [--times] [--expect-body] MESSAGE
+#                    [--close-after-eom SECONDS | --close-after-body] [--times]
+#                    [--expect-body] MESSAGE
 #
 # SOCKET is unix:PATH or inet:PORT@HOST. Sends MESSAGE (a file: header
 # lines, a blank line, the body; CRLF or LF) COUNT times over one
@@ -28,6 +29,8 @@
 # (libmilter drops a session whose peer closed before it read end of
 # message, so the wait; with a reply larger than the socket's buffer the
 # milter is then blocked writing it, and its write fails).
+# --close-after-body: read the replies to end of message up to the first
+# body chunk and close: the MTA went away before the verdict.
 # Exit 0 when every message got a reply, 1 otherwise.
 import socket
 import struct
@@ -37,7 +40,7 @@ import time
 args = sys.argv[1:]
 spec = args.pop(0)
 count, sender, rcpts, close_eom, times, path = 1, "<sender@outside.test>", [], None, False, None
-expect_body = False
+expect_body = close_body = False
 while args:
     a = args.pop(0)
     if a == "-n": count = int(args.pop(0))
@@ -46,9 +49,10 @@ while args:
     elif a == "--close-after-eom": close_eom = float(args.pop(0))
     elif a == "--times": times = True
     elif a == "--expect-body": expect_body = True
+    elif a == "--close-after-body": close_body = True
     else: path = a
 if path is None:
-    sys.exit("usage: milter-client.py SOCKET [-n COUNT] [--from A] [--rcpt A]... [--close-after-eom SECONDS] [--times] [--expect-body] MESSAGE")
+    sys.exit("usage: milter-client.py SOCKET [-n COUNT] [--from A] [--rcpt A]... [--close-after-eom SECONDS | --close-after-body] [--times] [--expect-body] MESSAGE")
 rcpts = rcpts or ["<r1@example.org>"]
 raw = open(path, "rb").read().replace(b"\r\n", b"\n")
 head, _, body = raw.partition(b"\n\n")
@@ -123,6 +127,15 @@ for i in range(count):
         time.sleep(close_eom)
         s.close()
         print("%d closed after end of message" % (i + 1))
+        sys.exit(0)
+    if r == b"c" and close_body:
+        send(b"E")
+        mods = b""
+        while not mods.endswith(b"b"):
+            c, d = recv()
+            mods += c
+        s.close()
+        print("%d closed after %s" % (i + 1, mods.decode("ascii", "replace")))
         sys.exit(0)
     if r == b"c": r = stage(b"E", b"", 0, 0)
     lat.append((time.monotonic() - t0) * 1000)

@@ -6,7 +6,10 @@
 # the encrypted body and the removal come back), once it goes away right
 # after end of message (the changes cannot be made, the message is
 # deferred and no copy is submitted; a retry then submits exactly one),
-# and once with the submission server down (deferred, nothing out).
+# once going away after the changes but before the verdict (the copy is
+# out; the retry of the same message is not copied again, a message with
+# another Message-ID is), and once with the submission server down
+# (deferred, nothing out).
 . "$top_srcdir/tests/lib.sh"
 for t in openssl python3; do
 	command -v "$t" >/dev/null || bail "$t not installed"
@@ -69,6 +72,24 @@ check "the MTA's retry of the same message" client m2
 like "$T/out" '^1 a/.*b' "  ... is encrypted"
 wait_for 10 copies_are m2 1
 is "$(copies m2)" 1 "  ... and its plain copy submitted once"
+
+# 3. the MTA goes away after the changes, before the verdict: the copy is
+# out and the MTA defers the message; its retry is not copied again
+mk m4
+check "the client closes before the verdict" client m4 --close-after-body
+like "$T/out" "closed after .*b" "  ... after the encrypted body"
+wait_for 10 copies_are m4 1
+is "$(copies m4)" 1 "  ... the plain copy was submitted"
+check "the MTA's retry of that message" client m4
+like "$T/out" '^1 a/.*-.*b' "  ... is encrypted for r1, nocert removed"
+wait_for 10 grep -q "plain copy of this message was submitted before: not submitted again" "$T/milter.log"
+like "$T/milter.log" "plain copy of this message was submitted before: not submitted again" "  ... and its copy is not submitted again (logged)"
+sleep 1
+is "$(copies m4)" 1 "  ... one plain copy in all"
+sed 's/^Message-ID: <m4\./Message-ID: <m4b./' "$T/m4.eml" >"$T/m4b.eml"
+check "the same text under another Message-ID" client m4b
+wait_for 10 copies_are m4 2
+is "$(copies m4)" 2 "  ... is another message: its copy is submitted"
 
 # 3. the submission server is down: deferred, nothing submitted
 sed -i "s|^submit = .*|submit = smtp://127.0.0.1:$(free_port)|" "$CONF"
