@@ -482,14 +482,14 @@ typedef struct {
 	const char *name, *value;
 } NewHeader;
 
-/* The value of NAME among the N headers NEW, or NULL. */
-static const char *
-new_value(const NewHeader *new, guint n, const char *name)
+/* The index of NAME among the N headers NEW, or -1. */
+static int
+new_index(const NewHeader *new, guint n, const char *name)
 {
 	for (guint k = 0; k < n; k++)
 		if (g_ascii_strcasecmp(new[k].name, name) == 0)
-			return new[k].value;
-	return NULL;
+			return (int)k;
+	return -1;
 }
 
 /* Remove the trigger header, the subject tag and our own headers from
@@ -508,15 +508,13 @@ edit_headers(Edit *ed, const KmsPolicy *sp, const NewHeader *new, guint n)
 	for (guint i = msg->hdr_names->len; i-- > 0;) {
 		const char *name = g_ptr_array_index(msg->hdr_names, i);
 		const char *v = g_ptr_array_index(msg->hdr_values, i);
-		const char *nv = new ? new_value(new, n, name) : NULL;
+		int k = new ? new_index(new, n, name) : -1;
 		int occ = occurrence(msg, i);
 
-		if (nv != NULL && occ == 1 && (sp->header == NULL ||
+		if (k >= 0 && occ == 1 && (sp->header == NULL ||
 		    g_ascii_strcasecmp(name, sp->header) != 0)) {
-			for (guint k = 0; k < n; k++)
-				if (g_ascii_strcasecmp(new[k].name, name) == 0)
-					placed[k] = TRUE;
-			edit_change(ed, name, occ, nv);
+			placed[k] = TRUE;
+			edit_change(ed, name, occ, new[k].value);
 		} else if ((sp->header && g_ascii_strcasecmp(name, sp->header) == 0) ||
 		    g_ascii_strcasecmp(name, SPLIT_HEADER) == 0 ||
 		    g_ascii_strcasecmp(name, INFO_HEADER) == 0 ||
@@ -587,13 +585,12 @@ checksum_string(GChecksum *ck, const char *s)
 	g_checksum_update(ck, (const guchar *)s, (gssize)strlen(s) + 1);	/* with its NUL */
 }
 
-/* The key of the plain copy of MSG for MISSING (see copies_sent), or NULL
- * when the message has no Message-ID or cannot be read. */
+/* The key of the plain copy of MSG (its body BODY) for MISSING (see
+ * copies_sent), or NULL when the message has no Message-ID. */
 static char *
-copy_key(KmsMessage *msg, const char *from, GPtrArray *missing)
+copy_key(const KmsMessage *msg, GBytes *body, const char *from, GPtrArray *missing)
 {
 	const char *mid = first_header(msg, "Message-ID");
-	g_autoptr(GBytes) body = NULL;
 	g_autoptr(GPtrArray) r = g_ptr_array_new_with_free_func(g_free);
 	g_autofree char *id = NULL;
 	GChecksum *ck;
@@ -601,8 +598,7 @@ copy_key(KmsMessage *msg, const char *from, GPtrArray *missing)
 	gsize len;
 	const guint8 *data;
 
-	if (mid == NULL || *(id = g_strstrip(g_strdup(mid))) == '\0' ||
-	    (body = spool_bytes(msg->spool, msg->body_offset, NULL)) == NULL)
+	if (mid == NULL || *(id = g_strstrip(g_strdup(mid))) == '\0')
 		return NULL;
 	for (guint i = 0; i < missing->len; i++)
 		g_ptr_array_add(r, g_ascii_strdown(g_ptr_array_index(missing, i), -1));
@@ -778,7 +774,7 @@ encrypt_message(SMFICTX *ctx, KmsConnection *conn, KmsMessage *msg, KmsOutbound 
 	}
 	if (split) {
 		g_autoptr(GError) se = NULL;
-		g_autofree char *key = copy_key(msg, from, o->missing);
+		g_autofree char *key = copy_key(msg, body, from, o->missing);
 
 		if (key != NULL && copy_sent(key))
 			kms_log(LOG_NOTICE, msg->qid, "encryption: split: the plain copy of this message"
