@@ -17,15 +17,6 @@ id -u postfix >/dev/null 2>&1 || bail "no postfix account (install the Debian po
 getent group postdrop >/dev/null || bail "no postdrop group (install the Debian postfix package)"
 PF=$T/postfix
 
-# wait_until SECONDS CMD...: poll CMD every 0.2 s until it succeeds; 1 on timeout.
-wait_until() {
-	local n=0 max=$(($1 * 5)); shift
-	while ! "$@" >/dev/null 2>&1; do
-		n=$((n + 1)); [ $n -ge $max ] && return 1
-		sleep 0.2
-	done
-	return 0
-}
 # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1"; }
 maildir_count() { find "$T/mail/$1/new" -type f 2>/dev/null | wc -l; }
@@ -106,7 +97,7 @@ postfix_start() {
 	"$POSTFIX" -c "$PF" start >"$T/postfix-start.out" 2>&1 || {
 		cat "$T/postfix-start.out" "$T/postfix.log"; bail "postfix start failed"; }
 	pf_running=1
-	wait_until 30 port_open "$PF_SMTPPORT" ||
+	wait_for 30 port_open "$PF_SMTPPORT" ||
 		{ cat "$T/postfix.log"; bail "postfix does not listen on 127.0.0.1:$PF_SMTPPORT"; }
 }
 postfix_stop() {

@@ -71,7 +71,7 @@ newest() { ls -t "$T/mail/$1/new"/* 2>/dev/null | head -1; }
 has_mails() { [ "$(maildir_count "$1")" -ge "$2" ]; }
 # got USER N: wait for USER's Nth delivery, the newest then in $T/got
 got() {
-	wait_until 30 has_mails "$1" "$2" || { not_ok "no delivery #$2 to $1"; cat "$T/postfix.log" | tail -20; return 1; }
+	wait_for 30 has_mails "$1" "$2" || { not_ok "no delivery #$2 to $1"; cat "$T/postfix.log" | tail -20; return 1; }
 	cp "$(newest "$1")" "$T/got"
 }
 # hdr NAME FILE: the header's value (first occurrence)

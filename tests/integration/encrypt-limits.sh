@@ -76,7 +76,7 @@ mk big 10000000
 t0=$(date +%s)
 send big r1@example.org
 like "$T/big.swaks" "^<[-~]* +250 " "a 10 MB message under required: accepted"
-if wait_until 60 has_mails r1 1; then
+if wait_for 60 has_mails r1 1; then
 	diag "10 MB: accepted and delivered in $(( $(date +%s) - t0 )) s"
 	M=$(newest r1)
 	like "$M" "^X-KMS-Info: encrypted aes256-cbc for 1 recipient" "  ... encrypted"
@@ -91,7 +91,7 @@ mk many 2000
 send many "$RCPTS"
 like "$T/many.swaks" "^<[-~]* +250 " "100 recipients: accepted"
 all_there() { for a in $ADDRS; do has_mails "${a%%@*}" 1 || return 1; done; [ "$(maildir_count r1)" -ge 2 ]; }
-if wait_until 60 all_there; then
+if wait_for 60 all_there; then
 	ok "  ... delivered to all 100"
 	M=$(newest r100)
 	like "$M" "^X-KMS-Info: encrypted aes256-cbc for 100 recipients" "  ... encrypted for 100 recipients"
@@ -109,14 +109,14 @@ is "$(maildir_count r2)" 1 "  ... not delivered (r2 has only the 100-recipient m
 mk huge2 13000000
 send huge2 plain@other.test
 like "$T/huge2.swaks" "^<[-~]* +250 " "over max_message_size, if-possible: accepted"
-wait_until 60 has_mails plain 1 && like "$(newest plain)" "^Start of huge2\." "  ... delivered as it is (the recipient has no certificate anyway)"
+wait_for 60 has_mails plain 1 && like "$(newest plain)" "^Start of huge2\." "  ... delivered as it is (the recipient has no certificate anyway)"
 
 # --- a plaintext body labelled as encrypted --------------------------------------------
 { printf 'From: <sender@outside.test>\r\nTo: <r3@example.org>\r\nSubject: fake\r\nMIME-Version: 1.0\r\n'
   printf 'Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n'
   printf 'This is not CMS at all.\r\n' | base64 | sed 's/$/\r/'; } >"$T/fake.data"
 send fake r3@example.org
-if wait_until 30 has_mails r3 2; then
+if wait_for 30 has_mails r3 2; then
 	M=$(newest r3)
 	like "$M" "^X-KMS-Info: encrypted aes256-cbc for 1 recipient" "a plaintext body labelled pkcs7-mime is encrypted under required"
 	check "  ... decrypts to the labelled entity" decrypt "$M" "$T/fake.out"
@@ -132,7 +132,7 @@ fi
   head -c 3000 /dev/urandom | tr -d '\000\r\n' | fold -w 70 | sed 's/$/\r/'; } >"$T/broken.data"
 send broken r4@example.org
 like "$T/broken.swaks" "^<[-~]* +250 " "malformed MIME (duplicate Content-Type, no boundary, binary) under required: accepted"
-if wait_until 30 has_mails r4 2; then
+if wait_for 30 has_mails r4 2; then
 	M=$(newest r4)
 	like "$M" "^X-KMS-Info: encrypted" "  ... encrypted as opaque content"
 	is "$(grep -c '^Content-Type:' "$M")" 1 "  ... both Content-Type headers replaced by one"

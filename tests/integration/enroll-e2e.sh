@@ -34,7 +34,7 @@ kmsd_config "$CONF" "$T/pw"
 
 "$KMSMILTER" -c "$CONF" -f 2>"$T/milter.log" &
 MPID=$!; bg_pids="$bg_pids $MPID"
-wait_until 10 grep -q "listening on" "$T/milter.log" || bail "kmsmilter does not start"
+wait_for 10 grep -q "listening on" "$T/milter.log" || bail "kmsmilter does not start"
 postfix_setup "$SMTPPORT" "$MILTERPORT" alice@example.org bob@example.org kms-enroll@example.org
 postfix_start
 start_kmsd() {
@@ -74,7 +74,7 @@ token_of() { sed -n 's/^Token: \([A-Z0-9-]*\)\r\{0,1\}$/\1/p' "$1" | head -1; }
 
 # --- alice: the token mail ----------------------------------------------------
 check "kmsctl enroll alice" "$KMSCTL" -c "$CONF" enroll alice@example.org
-wait_until 60 has_mails alice 1
+wait_for 60 has_mails alice 1
 TOKMAIL=$(newest alice)
 [ -n "$TOKMAIL" ] && ok "the token mail reached alice's maildir through Postfix" ||
 	{ not_ok "the token mail reached alice's maildir through Postfix"; cat "$T/kmsd.log"; done_testing; }
@@ -89,7 +89,7 @@ esac
 # --- alice replies ------------------------------------------------------------
 check "alice's reply is accepted by Postfix (250)" reply alice "$TOKMAIL" alice1
 like "$T/alice1.swaks" "^<[-~]* +250 " "with a 250"
-wait_until 120 has_mails alice 2
+wait_for 120 has_mails alice 2
 P12MAIL=$(newest alice)
 [ "$P12MAIL" != "$TOKMAIL" ] && ok "a second mail arrives for alice: her PKCS#12" ||
 	{ not_ok "a second mail arrives for alice: her PKCS#12"; tail -20 "$T/kmsd.log" "$T/milter.log" | sed 's/^/# /'; }
@@ -132,10 +132,10 @@ sed 's/^\[enrollment\]/[enrollment]\np12_profile = legacy/' "$CONF" >"$T/legacy.
 grep -q '^p12_profile = legacy' "$T/legacy.conf" || printf '[enrollment]\np12_profile = legacy\n' >>"$T/legacy.conf"
 start_kmsd "$T/legacy.conf"
 check "kmsctl enroll bob" "$KMSCTL" -c "$CONF" enroll bob@example.org
-wait_until 60 has_mails bob 1
+wait_for 60 has_mails bob 1
 BOBTOK=$(newest bob)
 check "bob's reply is accepted (250)" reply bob "$BOBTOK" bob1
-wait_until 120 has_mails bob 2
+wait_for 120 has_mails bob 2
 check "bob's PKCS#12 is attached" p12_of "$(newest bob)" "$T/bob.p12"
 mkdir -m 0700 "$T/gh"
 echo allow-loopback-pinentry >"$T/gh/gpg-agent.conf"
@@ -152,11 +152,11 @@ printf 'Content-Type: text/plain\r\n\r\nfor alice only\r\n' >"$T/secret.txt"
 openssl cms -encrypt -aes256 -in "$T/secret.txt" -out "$T/secret.p7m" "$T/alice.crt" ||
 	bail "openssl cms -encrypt failed"
 check "kmsctl recover alice" "$KMSCTL" -c "$CONF" recover alice@example.org
-wait_until 60 has_mails alice 3
+wait_for 60 has_mails alice 3
 RECTOK=$(newest alice)
 like "$RECTOK" "^Token: " "the recovery token mail arrives"
 check "alice's recovery reply is accepted (250)" reply alice "$RECTOK" alice3
-wait_until 120 has_mails alice 4
+wait_for 120 has_mails alice 4
 check "the recovery PKCS#12 is attached" p12_of "$(newest alice)" "$T/recovered.p12"
 check "it opens with the recovery token" openssl pkcs12 -in "$T/recovered.p12" \
 	-passin "pass:$(token_of "$RECTOK")" -nodes -nocerts -out "$T/recovered.key"

@@ -14,17 +14,14 @@ write_config "$CONF" "$(printf '[mail]\nsubmit = smtp://127.0.0.1:%s\nfrom = kms
 kmsd_config "$CONF" "$T/pw"
 "$KMSCTL" -c "$CONF" init --password-file "$T/pw" >/dev/null || bail "init failed"
 
-# wait_events WHAT N: until the server logged N WHAT events (20 s at most)
-wait_events() {
-	local i=0
-	while [ "$(events keep "$1")" -lt "$2" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
-}
+# events_reached WHAT N: the server logged N WHAT events or more
+events_reached() { [ "$(events keep "$1")" -ge "$2" ]; }
 
 seq 1 5 | sed 's/^/u/; s/$/@example.org/' >"$T/users"
 check "enroll 5 users while kmsd is down (5 token mails wait)" "$KMSCTL" -c "$CONF" enroll --file "$T/users"
 "$KMSD" -c "$CONF" -f 2>"$T/kmsd.log" &
 KPID=$!; bg_pids="$bg_pids $KPID"
-wait_events quit 1
+wait_for 20 events_reached quit 1
 is "$(events keep data)" 5 "kmsd sends the 5 token mails"
 is "$(events keep connect)" 1 "over one connection"
 is "$(grep -c '^1 data$' "$T/keep/log")" 5 "  ... all 5 on connection 1"
@@ -36,7 +33,7 @@ done
 is "$(grep -l -i '^To: u[1-5]@example.org' "$T"/keep/msg.* | wc -l)" 5 "each user got one mail"
 
 check "enroll one more user later" "$KMSCTL" -c "$CONF" enroll u6@example.org
-wait_events quit 2
+wait_for 20 events_reached quit 2
 is "$(events keep data)" 6 "the sixth mail is sent"
 is "$(events keep connect)" 2 "on a new connection (the first was closed when kmsd went idle)"
 is "$(grep -c '^2 data$' "$T/keep/log")" 1 "  ... connection 2 carried it"

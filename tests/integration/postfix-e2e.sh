@@ -22,7 +22,7 @@ exited() { [ ! -r "/proc/$1/stat" ] || [ "$(sed 's/.*) //' "/proc/$1/stat" | cut
 # stop_milter: SIGTERM to kmsmilter, SIGKILL after 30 s; its exit status in rc
 stop_milter() {
 	kill -TERM "$MPID"
-	wait_until 30 exited "$MPID" || { diag "kmsmilter ignored SIGTERM for 30 s"; kill -KILL "$MPID"; }
+	wait_for 30 exited "$MPID" || { diag "kmsmilter ignored SIGTERM for 30 s"; kill -KILL "$MPID"; }
 	wait "$MPID"; rc=$?
 }
 set -- $(python3 -c '
@@ -126,7 +126,7 @@ check "the test CA goes on the trust list" "$KMSCTL" -c "$CONF" ctl add "$T/ca.p
 # --- kmsmilter, first: Postfix asks it about every connection, even a probe --
 "$KMSMILTER" -c "$CONF" -f 2>"$T/milter.log" &
 MPID=$!; bg_pids="$bg_pids $MPID"
-wait_until 10 grep -q "listening on" "$T/milter.log"
+wait_for 10 grep -q "listening on" "$T/milter.log"
 like "$T/milter.log" "listening on inet:$MILTERPORT@127.0.0.1" "kmsmilter listens on 127.0.0.1:$MILTERPORT"
 
 # --- a private Postfix -------------------------------------------------------
@@ -166,13 +166,13 @@ for kind in plain multi; do
 	ID=e2e-$kind.$$@example.org
 	check "swaks delivers the unsigned $kind message (250)" send $kind
 	like "$T/$kind.swaks" "^<[-~]* +250 .*queued as" "Postfix queued it"
-	wait_until 30 maildir_has $n
+	wait_for 30 maildir_has $n
 	delivered "$ID" >"$T/$kind.files"
 	one_line "$T/$kind.files" "the unsigned $kind message is in the maildir"
 	body "$T/$kind.eml" >"$T/$kind.body"
 	body "$(head -1 "$T/$kind.files")" >"$T/delivered.body"
 	check "its body arrived byte-identical" cmp "$T/$kind.body" "$T/delivered.body"
-	wait_until 10 sh -c "grep -q 'message-id=<$ID>' '$T/postfix.log'"
+	wait_for 10 sh -c "grep -q 'message-id=<$ID>' '$T/postfix.log'"
 	QID=$(queue_id "$ID")
 	[ -n "$QID" ] && ok "Postfix logged its queue id ($QID)" || not_ok "Postfix logged its queue id"
 	grep -F "${QID:-no queue id}: " "$T/milter.log" >"$T/$kind.milterlog"
@@ -188,7 +188,7 @@ import json,sys; d=json.load(open(sys.argv[1])); assert [c for c in d if c["sour
 SIGNED_ID=e2e-signed.$$@example.org
 check "swaks delivers the signed message (250)" send signed
 like "$T/signed.swaks" "^<[-~]* +250 .*queued as" "Postfix queued the signed message"
-wait_until 30 maildir_has 3
+wait_for 30 maildir_has 3
 delivered "$SIGNED_ID" >"$T/signed.files"
 one_line "$T/signed.files" "the signed message is in the maildir"
 DELIVERED=$(head -1 "$T/signed.files")
@@ -203,7 +203,7 @@ check "all header lines sent are still there, in order, after those Postfix prep
 check "the delivered message still verifies with openssl cms" \
 	openssl cms -verify -CAfile "$T/ca.pem" -in "$DELIVERED" -out /dev/null
 
-wait_until 10 sh -c "grep -q 'message-id=<$SIGNED_ID>' '$T/postfix.log'"
+wait_for 10 sh -c "grep -q 'message-id=<$SIGNED_ID>' '$T/postfix.log'"
 SIGNED_QID=$(queue_id "$SIGNED_ID")
 [ -n "$SIGNED_QID" ] && ok "Postfix logged the signed message's queue id ($SIGNED_QID)" ||
 	not_ok "Postfix logged the signed message's queue id"
@@ -247,7 +247,7 @@ assert want and got==want, (got, want)' "$T/certs1.json" "$T/cms.txt"
 # --- milter down: Postfix must tempfail ----------------------------------------
 stop_milter
 is "$rc" 0 "kmsmilter stops on SIGTERM"
-wait_until 10 sh -c "! python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $MILTERPORT), 1)'"
+wait_for 10 sh -c "! python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $MILTERPORT), 1)'"
 COUNT=$(find "$T/mail/user/new" -type f | wc -l)
 PFLINES=$(wc -l <"$T/postfix.log")
 send refused; rc=$?
@@ -256,7 +256,7 @@ like "$T/refused.swaks" "^<\*\* +4[0-9][0-9] " "Postfix answers 4xx (milter_defa
 unlike "$T/refused.swaks" "^<\*\* +5[0-9][0-9] " "and never 5xx"
 # Postfix's own words, among the log lines written since that send
 pflog_since() { tail -n +$((PFLINES + 1)) "$T/postfix.log" >"$T/postfix.new"; grep -q "$1" "$T/postfix.new"; }
-wait_until 10 pflog_since "milter-reject"
+wait_for 10 pflog_since "milter-reject"
 like "$T/postfix.new" "connect to Milter service inet:127\.0\.0\.1:$MILTERPORT: Connection refused" \
 	"Postfix logged that it could not reach the milter"
 like "$T/postfix.new" "milter-reject: .* 451 4\.7\.1 " "and that it answered 451 because of it"
@@ -266,12 +266,12 @@ is "$(find "$T/mail/user/new" -type f | wc -l)" "$COUNT" "nothing was delivered 
 # --- restarted, the same message is harvested again to the same result ---------
 "$KMSMILTER" -c "$CONF" -f 2>"$T/milter2.log" &
 MPID=$!; bg_pids="$bg_pids $MPID"
-wait_until 10 grep -q "listening on" "$T/milter2.log"
+wait_for 10 grep -q "listening on" "$T/milter2.log"
 like "$T/milter2.log" "listening on inet:$MILTERPORT@127.0.0.1" "kmsmilter restarted"
 check "swaks delivers the signed message again (250)" send signed
-wait_until 30 maildir_has $((COUNT + 1))
+wait_for 30 maildir_has $((COUNT + 1))
 is "$(delivered "$SIGNED_ID" | wc -l)" 2 "the second copy is in the maildir"
-wait_until 10 sh -c "[ \$(grep -c 'message-id=<$SIGNED_ID>' '$T/postfix.log') -ge 2 ]"
+wait_for 10 sh -c "[ \$(grep -c 'message-id=<$SIGNED_ID>' '$T/postfix.log') -ge 2 ]"
 SIGNED_QID2=$(queue_id "$SIGNED_ID")
 [ -n "$SIGNED_QID2" ] && [ "$SIGNED_QID2" != "$SIGNED_QID" ] &&
 	ok "the second copy has its own queue id ($SIGNED_QID2)" || not_ok "the second copy has its own queue id"

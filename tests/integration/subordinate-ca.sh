@@ -75,21 +75,16 @@ TOK=$("$KMSCTL" -c "$CONF" enroll --deliver out-of-band carol@example.org 2>"$T/
 RID=$("$VAULTTOOL" -c "$CONF" -p "$T/pw" queue-reply carol@example.org "$TOK") || bail "queue-reply failed"
 "$KMSD" -c "$CONF" -f 2>"$T/kmsd.log" &
 KPID=$!; bg_pids="$bg_pids $KPID"
-# poll SECONDS SQL WANT: until the query prints WANT
-poll() {
-	local n=0
-	until [ "$(psql_kms "$2")" = "$3" ]; do
-		n=$((n + 1)); [ $n -ge $(($1 * 10)) ] && return 1; sleep 0.1
-	done
-}
-poll 30 "SELECT attempts >= 2 FROM requests WHERE id = ${RID:-0}" t
+# prints SQL WANT: the query prints WANT
+prints() { [ "$(psql_kms "$1")" = "$2" ]; }
+wait_for 30 prints "SELECT attempts >= 2 FROM requests WHERE id = ${RID:-0}" t
 is "$(psql_kms "SELECT status FROM requests WHERE id = ${RID:-0}")" queued \
 	"while the CA is pending, kmsd leaves the enrollment queued (tried twice)"
 like "$T/kmsd.log" "no active CA" "  ... and says why"
 
 check "the right chain is installed" "$KMSCTL" -c "$CONF" ca install "$T/sub.pem" "$T/root.pem"
 like "$T/out" "installed with a chain of 1 certificate" "install confirms"
-poll 30 "SELECT status FROM requests WHERE id = ${RID:-0}" done
+wait_for 30 prints "SELECT status FROM requests WHERE id = ${RID:-0}" done
 is "$(psql_kms "SELECT status FROM requests WHERE id = ${RID:-0}")" done \
 	"after the install the same kmsd issues it (no restart)"
 psql_kms "SELECT encode(c.der, 'hex') FROM certificates c JOIN users u ON u.id = c.user_id
